@@ -1,0 +1,251 @@
+"""The `evomerge` command: run | resume | status | leaderboard | lineage | export.
+
+Heavy libraries (torch, transformers, mergekit, lm-eval) are imported only by the commands that compute, so
+`evomerge --help` and a config error answer at once. Usage errors exit with status 2 and create nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+from evomerge.errors import EvomergeError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="evomerge", description="Evolve a population of language models: mergekit "
+                                "crossover with CMA-ES weights, lm-eval selection, SQLite lineage.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="start a run from a pipeline file")
+    r.add_argument("pipeline", help="pipeline YAML, e.g. pipelines/demo.yaml")
+    r.add_argument("--run-dir", type=Path, help="where the run lives (default runs/<name>-<timestamp>)")
+    r.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+
+    r = sub.add_parser("resume", help="continue a run after Ctrl-C, a crash or kill -9")
+    r.add_argument("run_dir", type=Path)
+    r.add_argument("--quiet", action="store_true")
+
+    r = sub.add_parser("status", help="where a run stands: generation, step, best member, last events")
+    r.add_argument("run_dir", type=Path)
+
+    r = sub.add_parser("leaderboard", help="members ranked by weighted score")
+    r.add_argument("run_dir", type=Path)
+    r.add_argument("--split", choices=["select", "report"], default="select")
+    r.add_argument("--format", choices=["table", "md", "csv", "json"], default="table")
+
+    r = sub.add_parser("lineage", help="a member's ancestry back to the seeds")
+    r.add_argument("run_dir", type=Path)
+    r.add_argument("member", nargs="?", help="member name (default: the best by select score)")
+    r.add_argument("--format", choices=["text", "dot"], default="text")
+
+    r = sub.add_parser("export", help="write a member as an HF model directory with its mergekit_config.yml")
+    r.add_argument("run_dir", type=Path)
+    r.add_argument("member")
+    r.add_argument("out_dir", type=Path)
+    return p
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args) or 0
+    except EvomergeError as e:
+        print(f"evomerge: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        where = getattr(args, "run_dir", None) or "<run dir>"
+        print(f"\nevomerge: interrupted; every finished step is saved. Continue with: evomerge resume {where}",
+              file=sys.stderr)
+        return 130
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models and data are local; never wait on a network that isn't there
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # the libraries' own bars; evomerge draws one set with rich
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    for name in ("lm_eval", "transformers", "datasets", "mergekit", "peft", "accelerate"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        import datasets
+
+        datasets.disable_progress_bars()
+    except ImportError:
+        pass
+
+
+def _run(args) -> int:
+    from evomerge.config import load_pipeline
+
+    load_pipeline(args.pipeline)  # fail on a bad file before importing torch and friends
+    _quiet_libraries()
+    from evomerge.evolution import Run
+    from evomerge.progress import Reporter
+
+    reporter = Reporter(quiet=args.quiet)
+    run = Run.start(args.pipeline, run_dir=args.run_dir, reporter=reporter)
+    reporter.console.print(f"run directory: {run.dir}  (resume with: evomerge resume {run.dir})")
+    args.run_dir = run.dir
+    return _advance(run, args)
+
+
+def _resume(args) -> int:
+    _quiet_libraries()
+    from evomerge.evolution import Run
+    from evomerge.progress import Reporter
+
+    reporter = Reporter(quiet=args.quiet)
+    run = Run.resume(args.run_dir, reporter=reporter)
+    reporter.console.print(f"resuming {run.dir}")
+    return _advance(run, args)
+
+
+def _advance(run, args) -> int:
+    start = time.time()
+    run.run()
+    if not args.quiet:
+        print(f"\nfinished in {time.time() - start:.0f} s\n")
+        _leaderboard(argparse.Namespace(run_dir=run.dir, split="select", format="table"))
+        _leaderboard(argparse.Namespace(run_dir=run.dir, split="report", format="table"))
+    return 0
+
+
+def _open(run_dir: Path):
+    from evomerge.config import load_pipeline_dict
+    from evomerge.store import Store
+
+    store = Store.open(run_dir)
+    stored = store.config()
+    loaded = load_pipeline_dict(stored, pipeline_file=stored["pipeline_file"],
+                                population_file=stored["population_file"])
+    return store, loaded
+
+
+def _leaderboard(args) -> int:
+    from evomerge import leaderboard
+
+    store, loaded = _open(args.run_dir)
+    table = leaderboard.rows(store, loaded.pipeline, split=args.split)
+    names = [t.task for t in loaded.pipeline.fitness.tasks]
+    if args.format == "table":
+        spec = getattr(loaded.pipeline.fitness, args.split)
+        weights = ", ".join(f"{t.task} {t.metric} ×{t.weight:g}" for t in loaded.pipeline.fitness.tasks)
+        leaderboard.print_table(
+            table, split=args.split, task_names=names,
+            title=f"{loaded.pipeline.name}: {args.split} split '{spec.split}'"
+                  f"{'' if spec.limit is None else f' (first {spec.limit} docs per task)'}",
+            docs_note=f"weighted = {weights}; green: beats every seed member"
+                      + ("" if args.split == "report" else "; the report split is held out from selection"))
+    else:
+        print(leaderboard.render(table, fmt=args.format, split=args.split, task_names=names))
+    return 0
+
+
+def _select_score(store, loaded):
+    from evomerge import leaderboard
+
+    by_name = {r.member: r.fitness for r in leaderboard.rows(store, loaded.pipeline, split="select")}
+    return lambda member_id: by_name.get(store.member(member_id).name)
+
+
+def _member(store, name: Optional[str], loaded):
+    if name is None:
+        from evomerge import leaderboard
+
+        table = leaderboard.rows(store, loaded.pipeline, split="select")
+        if not table:
+            raise EvomergeError("the run has no members yet. Fix: wait for `evomerge run` to add its seeds")
+        name = table[0].member
+    record = store.member(name)
+    if record is None:
+        names = ", ".join(m.name for m in store.members())
+        raise EvomergeError(f"no member named {name!r} in this run. Fix: use one of: {names}")
+    return record
+
+
+def _lineage(args) -> int:
+    from evomerge import lineage
+
+    store, loaded = _open(args.run_dir)
+    member = _member(store, args.member, loaded)
+    render = lineage.dot if args.format == "dot" else lineage.text_tree
+    print(render(store, member, score=_select_score(store, loaded)))
+    return 0
+
+
+def _export(args) -> int:
+    if args.out_dir.exists() and any(args.out_dir.iterdir()):
+        raise EvomergeError(f"{args.out_dir} exists and is not empty. Fix: give a new directory")
+    store, loaded = _open(args.run_dir)
+    member = _member(store, args.member, loaded)
+    _quiet_libraries()
+    from evomerge.evolution import Run
+
+    run = Run.resume(args.run_dir)
+    source = Path(run.materialise(member))
+    for p in member.parents:  # the recipe names its parents' directories: make sure they exist
+        run.materialise(store.member(p))
+    tmp = args.out_dir.with_name(".tmp-" + args.out_dir.name)
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp, ignore=shutil.ignore_patterns(".tmp-*"))
+    if member.operator in ("seed", "lora"):
+        (tmp / "evomerge_recipe.json").write_text(json.dumps(json.loads(member.recipe), indent=2) + "\n")
+    else:
+        (tmp / "mergekit_config.yml").write_text(member.recipe)
+    tmp.rename(args.out_dir)
+    print(f"exported {member.name} to {args.out_dir}")
+    if member.operator not in ("seed", "lora"):
+        print(f"rebuild it with: mergekit-yaml {args.out_dir / 'mergekit_config.yml'} OUT_DIR"
+              f" --random-seed {member.params.get('seed', 0)}")
+    return 0
+
+
+def _status(args) -> int:
+    store, loaded = _open(args.run_dir)
+    pipe = loaded.pipeline
+    events = store.events(last=8)
+    finished = bool(store.events(kind="run_finished"))
+    gens = [g for g in range(1, pipe.generations + 1) if store.survivors(g) is not None]
+    score = _select_score(store, loaded)
+    alive = [m for m in store.members() if m.state.value == "alive"]
+    print(f"run        {args.run_dir} ({pipe.name}, seed {pipe.seed})")
+    print(f"state      {'finished' if finished else 'in progress or stopped'}; generations done "
+          f"{len(gens)}/{pipe.generations}; members {len(store.members())} ({len(alive)} alive)")
+    scored = [(score(m.id), m.name) for m in store.members() if score(m.id) is not None]
+    if scored:
+        best = max(scored)
+        print(f"best       {best[1]} select {best[0]:.4f}")
+    started = store.events(kind="run_started")
+    if started and not finished and events:
+        cmax = pipe.children_per_generation * pipe.generations
+        done_children = len([m for m in store.members() if m.generation > 0])
+        elapsed = events[-1][0] - started[0][0]
+        if done_children:
+            eta = elapsed / done_children * (cmax - done_children)
+            print(f"progress   {done_children}/{cmax} children; about {eta / 60:.0f} min left at this pace")
+    print("last events:")
+    for t, kind, data in events:
+        print(f"  {time.strftime('%H:%M:%S', time.localtime(t))} {kind:<17} {json.dumps(data)[:100]}")
+    return 0
+
+
+_COMMANDS = {"run": _run, "resume": _resume, "status": _status, "leaderboard": _leaderboard,
+             "lineage": _lineage, "export": _export}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Merging with mergekit: in memory for scoring candidates, to disk (mergekit's own `run_merge`) for members.
+
+The in-memory path plans with mergekit's `MergePlanner` and runs its `Executor` on the per-tensor merge tasks.
+(`MergePlanner.plan_in_memory` in mergekit 0.1.5 raises while building `ReturnTensor`s, so we run the merge tasks
+themselves; tests/test_merge.py checks that both paths give the same tensors.)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+import shutil
+
+
+def _options(seed: int, device: str):
+    from mergekit.options import MergeOptions
+
+    return MergeOptions(random_seed=seed, device=device, quiet=True, copy_tokenizer=True, lazy_unpickle=False,
+                        write_model_card=True, safe_serialization=True)
+
+
+def merge_in_memory(config, *, seed: int, device: str = "cpu") -> dict:
+    """The merged tensors of a `MergeConfiguration`, by name, without touching the disk."""
+    import torch
+    import transformers
+    from mergekit.architecture import get_architecture_info
+    from mergekit.graph import Executor
+    from mergekit.io.tasks import LoaderCache
+    from mergekit.merge import _model_out_config
+    from mergekit.plan import MergePlanner
+
+    options = _options(seed, device)
+    transformers.trainer_utils.set_seed(seed)  # as run_merge does: dare_ties draws its masks from torch's RNG
+    arch = get_architecture_info(config, options)
+    cache = LoaderCache()
+    cache.setup(options=options)
+    planner = MergePlanner(config, arch, options=options,
+                           out_model_config=_model_out_config(config, arch, trust_remote_code=False))
+    planner._plan()
+    names = {task: weight.name for weight, task in planner._tensors}
+    executor = Executor(list(names), math_device=torch.device(device), storage_device=torch.device(device))
+    out = {names[task]: value for task, value in executor.run(quiet=True)}
+    cache.flush_all()
+    return out
+
+
+def merge_to_disk(config, out_dir: Path, *, seed: int, device: str = "cpu") -> None:
+    """Write the merge as an HF model directory with mergekit's `run_merge` (what mergekit-yaml does), atomically."""
+    from mergekit.io.tasks import LoaderCache
+    from mergekit.merge import run_merge
+
+    tmp = out_dir.with_name(".tmp-" + out_dir.name)
+    shutil.rmtree(tmp, ignore_errors=True)
+    run_merge(config, str(tmp), _options(seed, device))
+    LoaderCache().flush_all()
+    tmp.rename(out_dir)
+
+
+def load_into(model, tensors: dict) -> None:
+    """Write merged tensors into a resident model in place (no reload); tied weights follow their source."""
+    import torch
+
+    params = dict(model.named_parameters())
+    buffers = dict(model.named_buffers())
+    with torch.no_grad():
+        for name, value in tensors.items():
+            target = params.get(name, buffers.get(name))
+            if target is None:
+                raise KeyError(f"merged tensor {name} has no place in the model")
+            target.copy_(value)

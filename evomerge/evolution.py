@@ -1,0 +1,400 @@
+"""The generational loop: seed, score, cross over (CMA-ES over mergekit merges), select survivors; resumable.
+
+    evomerge run pipelines/demo.yaml        # Run.start(...).run()
+    evomerge resume runs/demo-...           # Run.resume(...).run()
+
+Every step reads what the store already holds before computing, and commits its result in one transaction, so a
+run killed at any moment and resumed ends exactly where an uninterrupted run with the same seed ends.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
+
+from evomerge.config import Loaded, SeedMember, load_pipeline, load_pipeline_dict
+from evomerge.crossover import cma
+from evomerge.crossover.genome import Genome
+from evomerge.crossover.merge import load_into, merge_in_memory, merge_to_disk
+from evomerge.errors import EvomergeError
+from evomerge.fitness.lm_eval import Fitness
+from evomerge.models import load_model, load_tokenizer, resolve_model, save_model_dir
+from evomerge.progress import Reporter
+from evomerge.selection import rng_for, select_parents, survivors
+from evomerge.store import (CrossoverRecord, MemberRecord, MemberState, Store, candidate_subject,
+                            member_subject)
+
+
+class Run:
+    """A run directory: its config, its store, and the loop that advances it."""
+
+    def __init__(self, run_dir: Path, loaded: Loaded, store: Store, *, reporter: Optional[Reporter] = None) -> None:
+        self.dir = run_dir
+        self.loaded = loaded
+        self.cfg = loaded.pipeline
+        self.store = store
+        self.reporter = reporter or Reporter(quiet=True)
+        self._fitness: Optional[Fitness] = None
+        self._resident = None  # the one model candidates are written into, kept for the whole run
+        self._tokenizer = None
+
+    # ------------------------------------------------------------ opening
+
+    @classmethod
+    def start(cls, pipeline_file: str | Path, *, run_dir: Optional[Path] = None,
+              reporter: Optional[Reporter] = None) -> "Run":
+        """Validate everything (config, tasks, splits), then create the run directory and its store."""
+        loaded = load_pipeline(pipeline_file)
+        fitness = Fitness(loaded.pipeline.fitness, include_paths=loaded.include_paths(), device=loaded.pipeline.device,
+                          pipeline_file=loaded.pipeline_file)  # tasks, metrics, split overlap: before any directory
+        if run_dir is None:
+            run_dir = Path("runs") / f"{loaded.pipeline.name}-{datetime.now():%Y%m%d-%H%M%S}"
+        run_dir = Path(run_dir)
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise EvomergeError(f"{run_dir} already exists and is not empty. "
+                                f"Fix: `evomerge resume {run_dir}` to continue it, or choose another --run-dir")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        store = Store.create(run_dir, config={
+            "pipeline": loaded.pipeline.model_dump(mode="json"), "population": loaded.population.model_dump(mode="json"),
+            "pipeline_file": loaded.pipeline_file, "population_file": loaded.population_file,
+        })
+        with store.transaction():
+            store.add_event("run_started", pipeline=loaded.pipeline_file)
+        run = cls(run_dir, loaded, store, reporter=reporter)
+        run._fitness = fitness
+        return run
+
+    @classmethod
+    def resume(cls, run_dir: Path, *, reporter: Optional[Reporter] = None) -> "Run":
+        store = Store.open(run_dir)
+        stored = store.config()
+        loaded = load_pipeline_dict(stored, pipeline_file=stored["pipeline_file"],
+                                    population_file=stored["population_file"])
+        return cls(Path(run_dir), loaded, store, reporter=reporter)
+
+    @property
+    def fitness(self) -> Fitness:
+        if self._fitness is None:
+            self._fitness = Fitness(self.cfg.fitness, include_paths=self.loaded.include_paths(),
+                                    device=self.cfg.device, pipeline_file=self.loaded.pipeline_file)
+        return self._fitness
+
+    # ------------------------------------------------------------ the loop
+
+    def run(self) -> None:
+        with self.reporter:
+            self._tidy()
+            done = self.store.events(kind="run_finished")
+            if done:
+                self.reporter.log(f"{self.dir}: the run has finished already")
+                return
+            total = len(self.loaded.population.members) + self.cfg.generations
+            overall = self.reporter.phase("run", total=total)
+            for member in self.loaded.population.members:
+                self._seed(member)
+                self.reporter.advance(overall)
+            for gen in range(1, self.cfg.generations + 1):
+                self._generation(gen)
+                self.reporter.advance(overall, description=f"run (generation {gen}/{self.cfg.generations} done)")
+            with self.store.transaction():
+                self.store.add_event("run_finished")
+
+    def population(self, generation: int) -> list[int]:
+        """Member ids of the population that breeds generation `generation` + 1."""
+        if generation == 0:
+            return [self.store.member(m.name).id for m in self.loaded.population.members]
+        ids = self.store.survivors(generation)
+        if ids is None:
+            raise RuntimeError(f"generation {generation} has no survivors yet")
+        return ids
+
+    def select_fitness(self, member_id: int) -> Optional[float]:
+        """The weighted select score of a member, or None before it is scored."""
+        key = self.fitness_key("select")
+        rows = self.store.scores(member_subject(member_id), split=key["split"], limit=key["limit"],
+                                 fewshot=key["fewshot"])
+        return _weighted(self.cfg.fitness, rows)
+
+    def fitness_key(self, which: str) -> dict:
+        spec = {"select": self.cfg.fitness.select, "report": self.cfg.fitness.report}[which]
+        return {"split": spec.split, "limit": spec.limit, "fewshot": self.cfg.fitness.num_fewshot}
+
+    # ------------------------------------------------------------ seeds
+
+    def _seed(self, seed: SeedMember) -> None:
+        record = self.store.member(seed.name)
+        if record is None:
+            if seed.model is not None:
+                source = self.loaded.model_source(seed)
+                path = resolve_model(source)
+                with self.store.transaction():
+                    mid = self.store.add_member(name=seed.name, generation=0, operator="seed", parents=(),
+                                                params={"source": source}, recipe=json.dumps({"source": source}),
+                                                weights=path)
+                    self.store.add_event("member_added", member=mid, name=seed.name, operator="seed")
+            else:
+                self._lora_seed(seed)
+            record = self.store.member(seed.name)
+        for which in ("select", "report"):
+            self._score_member(record, which)
+
+    def _lora_seed(self, seed: SeedMember) -> None:
+        from evomerge.mutation.lora import train_lora
+
+        spec = seed.lora
+        parent = self.store.member(spec.parent)
+        pairs = self.fitness.train_pairs(spec.task)
+        out = self.dir / "members" / seed.name
+        adapter = self.dir / "adapters" / seed.name
+        bar = self.reporter.step(f"LoRA fine-tune {seed.name} on {spec.task}", total=spec.steps)
+        parent_dir = self.materialise(parent)
+        model = load_model(parent_dir, dtype=self.cfg.dtype, device=self.cfg.device)
+        tokenizer = load_tokenizer(parent_dir)
+        merged = train_lora(model, tokenizer, pairs, spec, adapter_dir=adapter,
+                            on_step=lambda step, loss: self.reporter.advance(
+                                bar, description=f"LoRA fine-tune {seed.name} on {spec.task} (loss {loss:.3f})"))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_model_dir(merged, tokenizer, out)
+        params = spec.model_dump(mode="json")
+        with self.store.transaction():
+            mid = self.store.add_member(
+                name=seed.name, generation=0, operator="lora", parents=(parent.id,), params=params,
+                recipe=json.dumps({"parent": parent.name, "adapter": str(adapter.relative_to(self.dir)),
+                                   "lora": params, "train_examples": len(pairs)}),
+                weights=str(out))
+            self.store.add_event("member_added", member=mid, name=seed.name, operator="lora")
+        self.reporter.log(f"seed {seed.name}: LoRA fine-tune of {parent.name} on {spec.task} ({spec.steps} steps)")
+
+    # ------------------------------------------------------------ scoring
+
+    def _score_member(self, record: MemberRecord, which: str) -> None:
+        key = self.fitness_key(which)
+        if self.store.scores(member_subject(record.id), split=key["split"], limit=key["limit"], fewshot=key["fewshot"]):
+            return
+        path = self.materialise(record)
+        bar = self.reporter.step(f"scoring {record.name} on the {which} split", total=1)
+        model = load_model(path, dtype=self.cfg.dtype, device=self.cfg.device)
+        results, docs = self.fitness.evaluate(model, self._tok(), which)
+        self.fitness.release(model)
+        with self.store.transaction():
+            self.store.add_scores(member_subject(record.id), split=key["split"], limit=key["limit"],
+                                  fewshot=key["fewshot"], results=results, docs=docs)
+            self.store.add_event("scored", subject=member_subject(record.id), split=key["split"],
+                                 fitness=self.fitness.weighted(results))
+        self.reporter.advance(bar)
+        self.reporter.log(f"{record.name:>16} {which:>6}: {_fmt(results)}  weighted {self.fitness.weighted(results):.4f}")
+
+    def _tok(self):
+        if self._tokenizer is None:
+            first = self.store.member(self.loaded.population.members[0].name)
+            self._tokenizer = load_tokenizer(self.materialise(first))
+        return self._tokenizer
+
+    # ------------------------------------------------------------ generations
+
+    def _generation(self, gen: int) -> None:
+        if self.store.survivors(gen) is not None:
+            return
+        parents_pool = self.population(gen - 1)
+        children = [self._crossover(gen, slot, parents_pool) for slot in range(self.cfg.children_per_generation)]
+        for child in children:
+            self._score_member(self.store.member(child), "report")
+        pool = parents_pool + children
+        fitness = {m: self.select_fitness(m) for m in pool}
+        kept = survivors(pool, fitness, size=self.cfg.population_size)
+        with self.store.transaction():
+            self.store.set_survivors(gen, kept)
+            for m in pool:
+                if m not in kept:
+                    self.store.retire(m)
+            self.store.add_event("generation_done", generation=gen, survivors=kept,
+                                 best=max(fitness[m] for m in kept))
+        self._tidy()
+        best = max(kept, key=lambda m: fitness[m])
+        self.reporter.log(f"generation {gen}: survivors "
+                          + ", ".join(f"{self.store.member(m).name} ({fitness[m]:.4f})" for m in kept)
+                          + f"; best {self.store.member(best).name}")
+
+    def _crossover(self, gen: int, slot: int, pool: list[int]) -> int:
+        """Breed one child: pick parents, run CMA-ES over merge parameters, keep the best merge. Returns its id."""
+        spec = self.cfg.crossover
+        rec = self.store.crossover(gen, slot)
+        if rec is None:
+            fitness = {m: self.select_fitness(m) for m in pool}
+            parents = select_parents(pool, fitness, n=self.cfg.parents_per_child, how=self.cfg.parent_selection,
+                                     rng=rng_for(self.cfg.seed, gen, slot))
+            genome = self._genome(parents)
+            state = cma.new_strategy(genome, sigma0=spec.cma.sigma0, popsize=spec.cma.popsize,
+                                     seed=self.cfg.seed * 100_003 + gen * 1009 + slot)
+            with self.store.transaction():
+                cid = self.store.add_crossover(generation=gen, slot=slot, parents=tuple(parents), es_state=state)
+                self.store.add_event("crossover_started", crossover=cid, generation=gen, slot=slot, parents=parents)
+            rec = self.store.crossover(gen, slot)
+        if rec.child_id is not None:
+            return rec.child_id
+        genome = self._genome(list(rec.parents))
+        iterations = max(1, spec.cma.budget // spec.cma.popsize)
+        names = " × ".join(self.store.member(p).name for p in rec.parents)
+        bar = self.reporter.step(f"gen {gen} child {slot + 1}/{self.cfg.children_per_generation}: "
+                                 f"{spec.method} {names}", total=iterations * spec.cma.popsize,
+                                 completed=sum(c.fitness is not None for c in self.store.candidates(rec.id)))
+        while rec.iteration < iterations:
+            self._cma_iteration(rec, genome, bar)
+            rec = self.store.crossover(gen, slot)
+        return self._finish_crossover(rec, genome)
+
+    def _cma_iteration(self, rec: CrossoverRecord, genome: Genome, bar) -> None:
+        it = rec.iteration
+        cands = self.store.candidates(rec.id, iteration=it)
+        if not cands:
+            xs, state = cma.ask(rec.es_state, seed=self.cfg.seed * 7919 + rec.id * 104_729 + it)
+            with self.store.transaction():
+                self.store.add_candidates(rec.id, it, [(x, genome.params(x)) for x in xs])
+                self.store.update_crossover(rec.id, es_state=state)
+                self.store.add_event("cma_ask", crossover=rec.id, iteration=it, proposals=len(xs))
+            cands = self.store.candidates(rec.id, iteration=it)
+            rec = self.store.crossover(rec.generation, rec.slot)
+        key = self.fitness_key("select")
+        for cand in cands:
+            if cand.fitness is not None:
+                continue
+            config = genome.merge_config(cand.params, paths=self._paths(rec.parents), base_path=self._base_path(),
+                                         dtype=self.cfg.dtype)
+            load_into(self._resident_model(), merge_in_memory(config, seed=self.cfg.seed, device=self.cfg.device))
+            results, docs = self.fitness.evaluate(self._resident_model(), self._tok(), "select")
+            value = self.fitness.weighted(results)
+            with self.store.transaction():
+                self.store.add_scores(candidate_subject(cand.id), split=key["split"], limit=key["limit"],
+                                      fewshot=key["fewshot"], results=results, docs=docs)
+                self.store.set_candidate_fitness(cand.id, value)
+                self.store.add_event("scored", subject=candidate_subject(cand.id), split=key["split"], fitness=value)
+            best = max([c.fitness for c in self.store.candidates(rec.id) if c.fitness is not None])
+            self.reporter.advance(bar)
+            self.reporter.log(f"  candidate {it}.{cand.idx}: fitness {value:.4f} (best so far {best:.4f}) "
+                              f"{_fmt_params(cand.params)}")
+        cands = self.store.candidates(rec.id, iteration=it)
+        state = cma.tell(rec.es_state, [list(c.x) for c in cands], [c.fitness for c in cands])
+        with self.store.transaction():
+            self.store.update_crossover(rec.id, iteration=it + 1, es_state=state)
+            self.store.add_event("cma_tell", crossover=rec.id, iteration=it, sigma=cma.sigma(state),
+                                 best=max(c.fitness for c in cands))
+
+    def _finish_crossover(self, rec: CrossoverRecord, genome: Genome) -> int:
+        cands = self.store.candidates(rec.id)
+        best = max(cands, key=lambda c: (c.fitness, -c.id))
+        name = f"g{rec.generation}-c{rec.slot}"
+        out = self.dir / "members" / name
+        config = genome.merge_config(best.params, paths=self._paths(rec.parents), base_path=self._base_path(),
+                                     dtype=self.cfg.dtype)
+        if not out.exists():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            merge_to_disk(config, out, seed=self.cfg.seed, device=self.cfg.device)
+        key = self.fitness_key("select")
+        rows = self.store.scores(candidate_subject(best.id), split=key["split"], limit=key["limit"],
+                                 fewshot=key["fewshot"])
+        results: dict = {}
+        docs: dict = {}
+        for r in rows:
+            results.setdefault(r.task, {})[r.metric] = r.value
+            docs[r.task] = r.docs
+        with self.store.transaction():
+            child = self.store.add_member(
+                name=name, generation=rec.generation, operator=self.cfg.crossover.method, parents=rec.parents,
+                params={"merge": best.params, "candidate": best.id, "seed": self.cfg.seed},
+                recipe=config.to_yaml(), weights=str(out))
+            self.store.add_scores(member_subject(child), split=key["split"], limit=key["limit"],
+                                  fewshot=key["fewshot"], results=results, docs=docs,
+                                  reused_from=candidate_subject(best.id))
+            self.store.update_crossover(rec.id, child_id=child)
+            self.store.add_event("member_added", member=child, name=name, operator=self.cfg.crossover.method,
+                                 fitness=best.fitness)
+        self.reporter.log(f"child {name}: {self.cfg.crossover.method} of "
+                          f"{', '.join(self.store.member(p).name for p in rec.parents)}, select {best.fitness:.4f}")
+        return child
+
+    def _genome(self, parents: list[int]) -> Genome:
+        return Genome(self.cfg.crossover, tuple(self.store.member(p).name for p in parents), self._num_layers())
+
+    def _num_layers(self) -> int:
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(self._base_path()).num_hidden_layers
+
+    def _paths(self, ids: tuple[int, ...]) -> dict[str, str]:
+        return {self.store.member(m).name: self.materialise(self.store.member(m)) for m in ids}
+
+    def _base_path(self) -> str:
+        return self.materialise(self.store.member(self.loaded.population.base_model))
+
+    def _resident_model(self):
+        if self._resident is None:
+            self._resident = load_model(self._base_path(), dtype=self.cfg.dtype, device=self.cfg.device)
+        return self._resident
+
+    # ------------------------------------------------------------ weights on disk
+
+    def materialise(self, record: MemberRecord) -> str:
+        """The member's model directory, rebuilt from its recipe if it left the population."""
+        record = self.store.member(record.id)
+        if record.weights is not None:
+            return record.weights
+        out = self.dir / "members" / record.name
+        if not out.exists():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            if record.operator == "lora":
+                from evomerge.mutation.lora import apply_adapter
+
+                recipe = json.loads(record.recipe)
+                parent = self.store.member(record.parents[0])
+                model = apply_adapter(load_model(self.materialise(parent), dtype=self.cfg.dtype),
+                                      self.dir / recipe["adapter"])
+                save_model_dir(model, load_tokenizer(self.materialise(parent)), out)
+            elif record.operator == "seed":
+                return resolve_model(json.loads(record.recipe)["source"])
+            else:
+                from mergekit.config import MergeConfiguration
+
+                for p in record.parents:
+                    self.materialise(self.store.member(p))
+                config = MergeConfiguration.model_validate(_yaml_load(record.recipe))
+                merge_to_disk(config, out, seed=record.params.get("seed", self.cfg.seed), device=self.cfg.device)
+        with self.store.transaction():
+            self.store.set_weights(record.id, str(out))
+        return str(out)
+
+    def _tidy(self) -> None:
+        """Remove half-written directories and the weights of members that left the population."""
+        members_dir = self.dir / "members"
+        if not members_dir.is_dir():
+            return
+        keep = {Path(m.weights).name for m in self.store.members() if m.weights}
+        for child in members_dir.iterdir():
+            if child.name.startswith(".tmp-") or child.name not in keep:
+                shutil.rmtree(child, ignore_errors=True)
+
+
+def _weighted(spec, rows) -> Optional[float]:
+    values = {(r.task, r.metric): r.value for r in rows}
+    if not all((t.task, t.metric) in values for t in spec.tasks):
+        return None
+    return sum(t.weight * values[(t.task, t.metric)] for t in spec.tasks) / sum(t.weight for t in spec.tasks)
+
+
+def _yaml_load(text: str) -> dict:
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def _fmt(results: dict) -> str:
+    return "  ".join(f"{task} {m.get('acc', next(iter(m.values()))):.3f}" for task, m in results.items())
+
+
+def _fmt_params(params: dict) -> str:
+    parts = []
+    for slot, values in params.items():
+        parts.append(f"{slot}: " + ", ".join(f"{k}={'/'.join(f'{v:.2f}' for v in vs)}" for k, vs in values.items()))
+    return "[" + "; ".join(parts) + "]"
+

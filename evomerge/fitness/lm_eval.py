@@ -1,0 +1,180 @@
+"""Fitness through lm-eval: the one wrapper around its task loading and `evaluate`.
+
+Tasks are found with `TaskManager(include_path=...)` in the folder of tasks shipped with evomerge plus the
+pipeline's include paths, built once per run for each split, and evaluated on models held in memory (`HFLM`).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+from evomerge.config import FitnessSpec, SplitSpec
+from evomerge.errors import ConfigError
+
+TASKS_DIR = Path(__file__).resolve().parent / "tasks"
+
+Results = dict[str, dict[str, float]]  # task -> metric -> value
+
+
+class Fitness:
+    """The pipeline's fitness tasks, loaded once; `evaluate` scores a model on the select or report split."""
+
+    def __init__(self, spec: FitnessSpec, *, include_paths: list[str] = (), device: str = "cpu",
+                 pipeline_file: str = "<pipeline>") -> None:
+        logging.getLogger("lm_eval").setLevel(logging.ERROR)
+        from lm_eval.tasks import TaskManager
+
+        self.spec = spec
+        self.device = device
+        self._file = pipeline_file
+        self._paths = [str(TASKS_DIR), *include_paths]
+        self._manager = TaskManager(include_path=self._paths, include_defaults=False)
+        self._configs = {t.task: self._task_config(i, t.task) for i, t in enumerate(spec.tasks)}
+        for i, t in enumerate(spec.tasks):
+            self._check_splits(i, t.task)
+        self._loaded: dict[str, Any] = {}
+        self._lms: dict[int, Any] = {}
+
+    # ------------------------------------------------------------ loading and validation
+
+    def _task_config(self, index: int, name: str) -> dict:
+        cfg = _read_task_config(self._manager, name)
+        if cfg is None:
+            raise ConfigError(file=self._file, key=f"fitness.tasks.{index}.task",
+                              problem=f"unknown lm-eval task {name!r} (known here: "
+                                      f"{', '.join(sorted(self._manager.all_subtasks))})",
+                              fix="use a shipped task, or add the folder holding its YAML to fitness.include_path")
+        metrics = [m["metric"] for m in cfg.get("metric_list", [])]
+        wanted = self.spec.tasks[index].metric
+        if metrics and wanted not in metrics:
+            raise ConfigError(file=self._file, key=f"fitness.tasks.{index}.metric",
+                              problem=f"task {name!r} reports {', '.join(metrics)}, not {wanted!r}",
+                              fix=f"use one of: {', '.join(metrics)}")
+        return cfg
+
+    def _check_splits(self, index: int, name: str) -> None:
+        files = self._configs[name].get("dataset_kwargs", {}).get("data_files")
+        if not isinstance(files, dict):
+            return  # a hub or script dataset: its splits are checked by lm-eval when loaded
+        docs = {}
+        for which, split in (("select", self.spec.select), ("report", self.spec.report)):
+            if split.split not in files:
+                raise ConfigError(file=self._file, key=f"fitness.{which}.split",
+                                  problem=f"task {name!r} has no split {split.split!r} (it has {', '.join(files)})",
+                                  fix="name one of the task's data_files splits")
+            lines = Path(files[split.split]).read_text().splitlines()
+            docs[which] = {json.dumps(json.loads(line), sort_keys=True) for line in lines[:split.limit] if line.strip()}
+        shared = docs["select"] & docs["report"]
+        if shared:
+            raise ConfigError(file=self._file, key="fitness.report.split",
+                              problem=f"task {name!r}: {len(shared)} documents are in both the select split "
+                                      f"{self.spec.select.split!r} and the report split {self.spec.report.split!r}, "
+                                      "so the report would not be held out",
+                              fix="use disjoint splits (the shipped tasks have `select` and `report`)")
+
+    def _tasks_for(self, which: str) -> Any:
+        if which not in self._loaded:
+            split = self._split(which)
+            specs = [{**self._configs[t.task], "test_split": split.split, "task": t.task} for t in self.spec.tasks]
+            loaded = self._manager.load(specs)
+            for task in loaded["tasks"].values():
+                task.set_config(key="num_fewshot", value=self.spec.num_fewshot)
+                task.set_fewshot_seed(seed=1234)
+            self._loaded[which] = loaded
+        return self._loaded[which]
+
+    def _split(self, which: str) -> SplitSpec:
+        return {"select": self.spec.select, "report": self.spec.report}[which]
+
+    # ------------------------------------------------------------ scoring
+
+    def key(self, which: str) -> dict:
+        """What identifies a score besides its subject and task: split, document limit, few-shot count."""
+        split = self._split(which)
+        return {"split": split.split, "limit": split.limit, "fewshot": self.spec.num_fewshot}
+
+    def evaluate(self, model, tokenizer, which: str) -> tuple[Results, dict[str, int]]:
+        """Score a model held in memory; returns task -> metric -> value, and task -> documents scored."""
+        from lm_eval.evaluator import evaluate
+
+        lm = self._lm(model, tokenizer)
+        out = evaluate(lm=lm, task_dict=self._tasks_for(which), limit=self._split(which).limit, bootstrap_iters=0,
+                       log_samples=False, verbosity="ERROR")
+        results: Results = {}
+        docs: dict[str, int] = {}
+        for task in self.spec.tasks:
+            raw = out["results"][task.task]
+            results[task.task] = {k.split(",")[0]: float(v) for k, v in raw.items()
+                                  if k.endswith(",none") and "_stderr" not in k and isinstance(v, (int, float))}
+            docs[task.task] = int(out["n-samples"][task.task]["effective"])
+        return results, docs
+
+    def _lm(self, model, tokenizer):
+        if id(model) not in self._lms:
+            self._lms[id(model)] = _quiet_hflm()(pretrained=model, tokenizer=tokenizer, device=self.device,
+                                        batch_size=self.spec.batch_size)
+        return self._lms[id(model)]
+
+    def release(self, model) -> None:
+        self._lms.pop(id(model), None)
+
+    def weighted(self, results: Results) -> float:
+        """The pipeline's fitness: the weighted mean of each task's chosen metric."""
+        total = sum(t.weight for t in self.spec.tasks)
+        return sum(t.weight * results[t.task][t.metric] for t in self.spec.tasks) / total
+
+    # ------------------------------------------------------------ training data for LoRA
+
+    def train_pairs(self, task_name: str) -> list[tuple[str, str]]:
+        """(prompt, completion) pairs from a task's training split, rendered by lm-eval's own templates."""
+        cfg = self._configs.get(task_name) or _read_task_config(self._manager, task_name)
+        if cfg is None:
+            raise ConfigError(file=self._file, key="lora.task", problem=f"unknown lm-eval task {task_name!r}",
+                              fix="use a shipped task, or add the folder holding its YAML to fitness.include_path")
+        task = next(iter(self._manager.load([{**cfg, "task": task_name}])["tasks"].values()))
+        delim = task.config.target_delimiter
+        pairs = []
+        for doc in task.training_docs():
+            target = task.doc_to_target(doc)
+            if task.config.output_type == "multiple_choice":
+                target = task.doc_to_choice(doc)[target] if isinstance(target, int) else target
+            pairs.append((task.doc_to_text(doc), f"{delim}{target}"))
+        return pairs
+
+
+def _quiet_hflm():
+    """lm-eval's HFLM without its per-request progress bars: evomerge draws its own."""
+    from lm_eval.models.huggingface import HFLM
+
+    class QuietHFLM(HFLM):
+        def loglikelihood(self, requests, disable_tqdm: bool = False):
+            return super().loglikelihood(requests, disable_tqdm=True)
+
+        def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
+            return super().loglikelihood_rolling(requests, disable_tqdm=True)
+
+        def generate_until(self, requests, disable_tqdm: bool = False):
+            return super().generate_until(requests, disable_tqdm=True)
+
+    return QuietHFLM
+
+
+def _read_task_config(manager, name: str) -> Optional[dict]:
+    """A task's full YAML config, with local data files resolved against the YAML's folder (not the cwd)."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    entry = manager.task_index.get(name)
+    if entry is None or entry.yaml_path is None:
+        return None
+    cfg = load_yaml(entry.yaml_path)
+    files = cfg.get("dataset_kwargs", {}).get("data_files")
+    if cfg.get("dataset_path") == "json" and isinstance(files, dict):
+        root = Path(entry.yaml_path).parent
+        cfg["dataset_kwargs"] = {**cfg["dataset_kwargs"], "data_files": {k: str(root / v) for k, v in files.items()}}
+    return cfg
+
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -1,0 +1,84 @@
+"""Rankings of a run's members by weighted score on the select or report split, per task, in several formats."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+from evomerge.config import PipelineConfig
+from evomerge.store import Store, member_subject
+
+
+@dataclass(frozen=True)
+class Row:
+    rank: int
+    member: str
+    generation: int
+    operator: str
+    state: str
+    fitness: Optional[float]          # weighted score on the chosen split
+    tasks: dict[str, Optional[float]]  # task -> its configured metric
+    docs: dict[str, int]
+
+
+def rows(store: Store, pipeline: PipelineConfig, *, split: str = "select") -> list[Row]:
+    spec = {"select": pipeline.fitness.select, "report": pipeline.fitness.report}[split]
+    tasks = pipeline.fitness.tasks
+    total = sum(t.weight for t in tasks)
+    out = []
+    for m in store.members():
+        found = {(r.task, r.metric): r for r in store.scores(member_subject(m.id), split=spec.split, limit=spec.limit,
+                                                               fewshot=pipeline.fitness.num_fewshot)}
+        per_task = {t.task: (found[(t.task, t.metric)].value if (t.task, t.metric) in found else None) for t in tasks}
+        fitness = None
+        if all(v is not None for v in per_task.values()):
+            fitness = sum(t.weight * per_task[t.task] for t in tasks) / total
+        docs = {t.task: found[(t.task, t.metric)].docs for t in tasks if (t.task, t.metric) in found}
+        out.append((m, fitness, per_task, docs))
+    out.sort(key=lambda e: (e[1] is None, -(e[1] or 0.0), e[0].id))
+    return [Row(rank=i + 1, member=m.name, generation=m.generation, operator=m.operator, state=m.state.value,
+                fitness=f, tasks=t, docs=d) for i, (m, f, t, d) in enumerate(out)]
+
+
+def _cell(v: Optional[float]) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
+def render(table: list[Row], *, fmt: str, split: str, task_names: list[str]) -> str:
+    header = ["rank", "member", "gen", "operator", "state", f"{split} (weighted)", *task_names]
+    lines = [[str(r.rank), r.member, str(r.generation), r.operator, r.state, _cell(r.fitness),
+              *[_cell(r.tasks[t]) for t in task_names]] for r in table]
+    if fmt == "json":
+        return json.dumps([asdict(r) for r in table], indent=2)
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(header)
+        writer.writerows(lines)
+        return buf.getvalue().rstrip("\n")
+    if fmt == "md":
+        out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        out += ["| " + " | ".join(line) + " |" for line in lines]
+        return "\n".join(out)
+    raise ValueError(f"unknown format {fmt!r}")
+
+
+def print_table(table: list[Row], *, split: str, task_names: list[str], title: str, docs_note: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title, caption=docs_note)
+    for col in ["rank", "member", "gen", "operator", "state", f"{split} (weighted)", *task_names]:
+        t.add_column(col, justify="right" if col in ("rank", "gen") or col.startswith(split) or col in task_names
+                     else "left")
+    best_seed = max((r.fitness for r in table if r.generation == 0 and r.fitness is not None), default=None)
+    for r in table:
+        style = "bold green" if best_seed is not None and r.fitness is not None and r.fitness > best_seed else None
+        t.add_row(str(r.rank), r.member, str(r.generation), r.operator, r.state, _cell(r.fitness),
+                  *[_cell(r.tasks[n]) for n in task_names], style=style)
+    console = Console()
+    if not console.is_terminal:
+        console.width = 200  # piped or logged: don't truncate columns to 80
+    console.print(t)

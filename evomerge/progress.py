@@ -1,0 +1,45 @@
+"""Live progress on the terminal (rich): one bar for the run, one for the step under way, each with an ETA."""
+from __future__ import annotations
+
+from typing import Optional
+
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+
+
+class Reporter:
+    """Progress bars and log lines; quiet=True prints nothing (tests, library use)."""
+
+    def __init__(self, *, quiet: bool = False) -> None:
+        self.console = Console(stderr=True, quiet=quiet)
+        self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                  TextColumn("elapsed"), TimeElapsedColumn(), TextColumn("eta"),
+                                  TimeRemainingColumn(), console=self.console, transient=False)
+        self._step: Optional[TaskID] = None
+
+    def __enter__(self) -> "Reporter":
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._progress.stop()
+
+    def phase(self, description: str, total: int, completed: int = 0) -> TaskID:
+        return self._progress.add_task(description, total=total, completed=completed)
+
+    def step(self, description: str, total: int, completed: int = 0) -> TaskID:
+        """The step under way (a crossover, a fine-tune): replaces the previous step's bar."""
+        if self._step is not None:
+            self._progress.remove_task(self._step)
+        self._step = self._progress.add_task(description, total=total, completed=completed)
+        return self._step
+
+    def advance(self, task: TaskID, n: int = 1, *, description: Optional[str] = None) -> None:
+        if description is None:
+            self._progress.advance(task, n)
+        else:
+            self._progress.update(task, advance=n, description=description)
+
+    def log(self, message: str) -> None:
+        self._progress.console.print(message)
