@@ -186,7 +186,10 @@ def _describe(file: str, err: ValidationError) -> ConfigError:
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
         fix = _FIXES.get(e["type"], "correct the value")
-        parts.append((key, e["msg"], fix))
+        msg = e["msg"]
+        if isinstance(e.get("input"), (str, int, float, bool)) and e["type"] != "missing":
+            msg += f" (got {e['input']!r})"
+        parts.append((key, msg, fix))
     key, msg, fix = parts[0]
     if len(parts) > 1:
         msg += "; also " + "; ".join(f"{k}: {m}" for k, m, _ in parts[1:])

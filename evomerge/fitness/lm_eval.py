@@ -65,8 +65,14 @@ class Fitness:
                 raise ConfigError(file=self._file, key=f"fitness.{which}.split",
                                   problem=f"task {name!r} has no split {split.split!r} (it has {', '.join(files)})",
                                   fix="name one of the task's data_files splits")
+            docs[which] = set()
             lines = Path(files[split.split]).read_text().splitlines()
-            docs[which] = {json.dumps(json.loads(line), sort_keys=True) for line in lines[:split.limit] if line.strip()}
+            for n, line in enumerate(lines[:split.limit], start=1):
+                try:
+                    docs[which].add(json.dumps(json.loads(line), sort_keys=True))
+                except json.JSONDecodeError as e:
+                    raise ConfigError(file=files[split.split], key=f"line {n}", problem=f"not a JSON object ({e})",
+                                      fix=f"write one JSON document per line (task {name!r})") from None
         shared = docs["select"] & docs["report"]
         if shared:
             raise ConfigError(file=self._file, key="fitness.report.split",

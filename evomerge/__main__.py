@@ -1,0 +1,4 @@
+from evomerge.cli import main
+import sys
+
+sys.exit(main())

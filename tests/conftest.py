@@ -1,0 +1,102 @@
+"""Tiny real models for the tests: random-init Llamas of a few layers with a small byte-level BPE tokenizer."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+def make_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<eos>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(["Question: What is 12 + 34?\nAnswer: 46"] * 10, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
+
+
+def make_model(out: Path, *, seed: int, base_seed: int = 0, noise: float = 0.02, layers: int = 4):
+    """A random Llama saved as an HF directory; seed != base_seed adds noise, like a fine-tune of the base."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = make_tokenizer()
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, pad_token_id=0,
+                      bos_token_id=1, eos_token_id=1, tie_word_embeddings=False)
+    torch.manual_seed(base_seed)
+    model = LlamaForCausalLM(cfg)
+    if seed != base_seed:
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(noise * torch.randn(p.shape, generator=gen))
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> Path:
+    """models/base, models/a, models/b: a base and two 'fine-tunes' of it."""
+    root = tmp_path_factory.mktemp("tiny")
+    for name, seed in (("base", 0), ("a", 1), ("b", 2)):
+        make_model(root / "models" / name, seed=seed)
+    return root
+
+
+POPULATION = """\
+name: tiny
+base_model: base
+members:
+  - {name: base, model: MODELS/base}
+  - {name: a, model: MODELS/a}
+  - {name: b, model: MODELS/b}
+"""
+
+PIPELINE = """\
+name: tiny
+population: population.yaml
+generations: 2
+population_size: 3
+children_per_generation: 2
+parents_per_child: 2
+parent_selection: {kind: tournament, k: 2}
+crossover: {method: ties, search: [weight, density], layer_group: 2, cma: {sigma0: 0.3, popsize: 3, budget: 6}}
+fitness:
+  tasks: [{task: evomerge_arith, metric: acc}, {task: evomerge_arc_easy, metric: acc}]
+  select: {split: select, limit: 6}
+  report: {split: report, limit: 6}
+seed: 3
+"""
+
+
+@pytest.fixture
+def tiny_pipeline(tiny_models, tmp_path) -> Path:
+    """A valid pipeline over the tiny models; tests edit the YAML text to break it."""
+    (tmp_path / "population.yaml").write_text(POPULATION.replace("MODELS", str(tiny_models / "models")))
+    (tmp_path / "pipeline.yaml").write_text(PIPELINE)
+    return tmp_path / "pipeline.yaml"
+
+
+def evomerge(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """The real command line, in a subprocess."""
+    return subprocess.run([sys.executable, "-m", "evomerge.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def dedent(text: str) -> str:
+    return textwrap.dedent(text).lstrip()
