@@ -197,15 +197,13 @@ def _export(args) -> int:
 
     run = Run.resume(args.run_dir)
     source = Path(run.materialise(member))
-    for p in member.parents:  # the recipe names its parents' directories: make sure they exist
-        run.materialise(store.member(p))
     tmp = args.out_dir.with_name(".tmp-" + args.out_dir.name)
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(source, tmp, ignore=shutil.ignore_patterns(".tmp-*"))
     if member.operator in ("seed", "lora"):
         (tmp / "evomerge_recipe.json").write_text(json.dumps(json.loads(member.recipe), indent=2) + "\n")
     else:
-        (tmp / "mergekit_config.yml").write_text(member.recipe)
+        (tmp / "mergekit_config.yml").write_text(run.merge_config(member).to_yaml())  # parents at their paths now
     tmp.rename(args.out_dir)
     print(f"exported {member.name} to {args.out_dir}")
     if member.operator not in ("seed", "lora"):

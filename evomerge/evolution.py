@@ -354,15 +354,20 @@ class Run:
             elif record.operator == "seed":
                 return resolve_model(json.loads(record.recipe)["source"])
             else:
-                from mergekit.config import MergeConfiguration
-
-                for p in record.parents:
-                    self.materialise(self.store.member(p))
-                config = MergeConfiguration.model_validate(_yaml_load(record.recipe))
-                merge_to_disk(config, out, seed=record.params.get("seed", self.cfg.seed), device=self.cfg.device)
+                merge_to_disk(self.merge_config(record), out, seed=record.params["seed"], device=self.cfg.device)
         with self.store.transaction():
             self.store.set_weights(record.id, str(out))
         return str(out)
+
+    def merge_config(self, record: MemberRecord):
+        """A merged member's mergekit configuration, with its parents at their current paths (rebuilt if needed).
+
+        The stored recipe names the paths the parents had when the child was bred; this one stays valid after the
+        run directory moves or a parent's weights were deleted and rebuilt.
+        """
+        genome = self._genome(list(record.parents))
+        return genome.merge_config(record.params["merge"], paths=self._paths(record.parents),
+                                   base_path=self._base_path(), dtype=self.cfg.dtype)
 
     def _tidy(self) -> None:
         """Remove half-written directories and the weights of members that left the population."""
@@ -380,12 +385,6 @@ def _weighted(spec, rows) -> Optional[float]:
     if not all((t.task, t.metric) in values for t in spec.tasks):
         return None
     return sum(t.weight * values[(t.task, t.metric)] for t in spec.tasks) / sum(t.weight for t in spec.tasks)
-
-
-def _yaml_load(text: str) -> dict:
-    import yaml
-
-    return yaml.safe_load(text)
 
 
 def _fmt(results: dict) -> str:

@@ -27,6 +27,7 @@ def merge_in_memory(config, *, seed: int, device: str = "cpu") -> dict:
     from mergekit.merge import _model_out_config
     from mergekit.plan import MergePlanner
 
+    config = config.model_copy(deep=True)  # the planner normalises the configuration in place
     options = _options(seed, device)
     transformers.trainer_utils.set_seed(seed)  # as run_merge does: dare_ties draws its masks from torch's RNG
     arch = get_architecture_info(config, options)
@@ -49,7 +50,7 @@ def merge_to_disk(config, out_dir: Path, *, seed: int, device: str = "cpu") -> N
 
     tmp = out_dir.with_name(".tmp-" + out_dir.name)
     shutil.rmtree(tmp, ignore_errors=True)
-    run_merge(config, str(tmp), _options(seed, device))
+    run_merge(config.model_copy(deep=True), str(tmp), _options(seed, device))  # run_merge normalises in place
     LoaderCache().flush_all()
     tmp.rename(out_dir)
 
