@@ -116,6 +116,14 @@ class FitnessSpec(_Frozen):
     batch_size: int = Field(32, ge=1)
     include_path: tuple[str, ...] = Field((), description="extra folders of lm-eval task YAML, relative to this file")
 
+    def weighted(self, results: dict[str, dict[str, float]]) -> Optional[float]:
+        """The pipeline's fitness: the weighted mean of each task's chosen metric; None if one is missing."""
+        try:
+            values = [t.weight * results[t.task][t.metric] for t in self.tasks]
+        except KeyError:
+            return None
+        return sum(values) / sum(t.weight for t in self.tasks)
+
     @model_validator(mode="after")
     def _disjoint(self) -> "FitnessSpec":
         if self.select.split == self.report.split:

@@ -23,8 +23,7 @@ from evomerge.fitness.lm_eval import Fitness
 from evomerge.models import load_model, load_tokenizer, resolve_model, save_model_dir
 from evomerge.progress import Reporter
 from evomerge.selection import rng_for, select_parents, survivors
-from evomerge.store import (CrossoverRecord, MemberRecord, MemberState, Store, candidate_subject,
-                            member_subject)
+from evomerge.store import CrossoverRecord, MemberRecord, Store, by_task, candidate_subject, member_subject
 
 
 class Run:
@@ -115,7 +114,7 @@ class Run:
         key = self.fitness_key("select")
         rows = self.store.scores(member_subject(member_id), split=key["split"], limit=key["limit"],
                                  fewshot=key["fewshot"])
-        return _weighted(self.cfg.fitness, rows)
+        return self.cfg.fitness.weighted(by_task(rows))
 
     def fitness_key(self, which: str) -> dict:
         spec = {"select": self.cfg.fitness.select, "report": self.cfg.fitness.report}[which]
@@ -182,9 +181,9 @@ class Run:
             self.store.add_scores(member_subject(record.id), split=key["split"], limit=key["limit"],
                                   fewshot=key["fewshot"], results=results, docs=docs)
             self.store.add_event("scored", subject=member_subject(record.id), split=key["split"],
-                                 fitness=self.fitness.weighted(results))
+                                 fitness=self.cfg.fitness.weighted(results))
         self.reporter.advance(bar)
-        self.reporter.log(f"{record.name:>16} {which:>6}: {_fmt(results)}  weighted {self.fitness.weighted(results):.4f}")
+        self.reporter.log(f"{record.name:>16} {which:>6}: {_fmt(results)}  weighted {self.cfg.fitness.weighted(results):.4f}")
 
     def _tok(self):
         if self._tokenizer is None:
@@ -264,7 +263,7 @@ class Run:
                                          dtype=self.cfg.dtype)
             load_into(self._resident_model(), merge_in_memory(config, seed=self.cfg.seed, device=self.cfg.device))
             results, docs = self.fitness.evaluate(self._resident_model(), self._tok(), "select")
-            value = self.fitness.weighted(results)
+            value = self.cfg.fitness.weighted(results)
             with self.store.transaction():
                 self.store.add_scores(candidate_subject(cand.id), split=key["split"], limit=key["limit"],
                                       fewshot=key["fewshot"], results=results, docs=docs)
@@ -294,11 +293,7 @@ class Run:
         key = self.fitness_key("select")
         rows = self.store.scores(candidate_subject(best.id), split=key["split"], limit=key["limit"],
                                  fewshot=key["fewshot"])
-        results: dict = {}
-        docs: dict = {}
-        for r in rows:
-            results.setdefault(r.task, {})[r.metric] = r.value
-            docs[r.task] = r.docs
+        results, docs = by_task(rows), {r.task: r.docs for r in rows}
         with self.store.transaction():
             child = self.store.add_member(
                 name=name, generation=rec.generation, operator=self.cfg.crossover.method, parents=rec.parents,
@@ -378,13 +373,6 @@ class Run:
         for child in members_dir.iterdir():
             if child.name.startswith(".tmp-") or child.name not in keep:
                 shutil.rmtree(child, ignore_errors=True)
-
-
-def _weighted(spec, rows) -> Optional[float]:
-    values = {(r.task, r.metric): r.value for r in rows}
-    if not all((t.task, t.metric) in values for t in spec.tasks):
-        return None
-    return sum(t.weight * values[(t.task, t.metric)] for t in spec.tasks) / sum(t.weight for t in spec.tasks)
 
 
 def _fmt(results: dict) -> str:

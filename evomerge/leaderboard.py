@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Optional
 
 from evomerge.config import PipelineConfig
-from evomerge.store import Store, member_subject
+from evomerge.store import Store, by_task, member_subject
 
 
 @dataclass(frozen=True)
@@ -26,17 +26,14 @@ class Row:
 def rows(store: Store, pipeline: PipelineConfig, *, split: str = "select") -> list[Row]:
     spec = {"select": pipeline.fitness.select, "report": pipeline.fitness.report}[split]
     tasks = pipeline.fitness.tasks
-    total = sum(t.weight for t in tasks)
     out = []
     for m in store.members():
-        found = {(r.task, r.metric): r for r in store.scores(member_subject(m.id), split=spec.split, limit=spec.limit,
-                                                               fewshot=pipeline.fitness.num_fewshot)}
-        per_task = {t.task: (found[(t.task, t.metric)].value if (t.task, t.metric) in found else None) for t in tasks}
-        fitness = None
-        if all(v is not None for v in per_task.values()):
-            fitness = sum(t.weight * per_task[t.task] for t in tasks) / total
-        docs = {t.task: found[(t.task, t.metric)].docs for t in tasks if (t.task, t.metric) in found}
-        out.append((m, fitness, per_task, docs))
+        rows_ = store.scores(member_subject(m.id), split=spec.split, limit=spec.limit,
+                             fewshot=pipeline.fitness.num_fewshot)
+        results = by_task(rows_)
+        per_task = {t.task: results.get(t.task, {}).get(t.metric) for t in tasks}
+        docs = {r.task: r.docs for r in rows_}
+        out.append((m, pipeline.fitness.weighted(results), per_task, docs))
     out.sort(key=lambda e: (e[1] is None, -(e[1] or 0.0), e[0].id))
     return [Row(rank=i + 1, member=m.name, generation=m.generation, operator=m.operator, state=m.state.value,
                 fitness=f, tasks=t, docs=d) for i, (m, f, t, d) in enumerate(out)]

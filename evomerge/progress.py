@@ -42,4 +42,4 @@ class Reporter:
             self._progress.update(task, advance=n, description=description)
 
     def log(self, message: str) -> None:
-        self._progress.console.print(message)
+        self._progress.console.print(message, markup=False, highlight=False)

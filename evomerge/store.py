@@ -120,6 +120,14 @@ class ScoreRow:
     reused_from: Optional[str]
 
 
+def by_task(rows: list[ScoreRow]) -> dict[str, dict[str, float]]:
+    """Score rows as task -> metric -> value."""
+    out: dict[str, dict[str, float]] = {}
+    for r in rows:
+        out.setdefault(r.task, {})[r.metric] = r.value
+    return out
+
+
 def member_subject(member_id: int) -> str:
     return f"member:{member_id}"
 

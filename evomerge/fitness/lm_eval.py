@@ -127,11 +127,6 @@ class Fitness:
     def release(self, model) -> None:
         self._lms.pop(id(model), None)
 
-    def weighted(self, results: Results) -> float:
-        """The pipeline's fitness: the weighted mean of each task's chosen metric."""
-        total = sum(t.weight for t in self.spec.tasks)
-        return sum(t.weight * results[t.task][t.metric] for t in self.spec.tasks) / total
-
     # ------------------------------------------------------------ training data for LoRA
 
     def train_pairs(self, task_name: str) -> list[tuple[str, str]]:

