@@ -48,6 +48,10 @@ class Run:
         loaded = load_pipeline(pipeline_file)
         fitness = Fitness(loaded.pipeline.fitness, include_paths=loaded.include_paths(), device=loaded.pipeline.device,
                           pipeline_file=loaded.pipeline_file)  # tasks, metrics, split overlap: before any directory
+        for i, member in enumerate(loaded.population.members):
+            if member.lora is not None:
+                fitness.check_training_task(member.lora.task, file=loaded.population_file,
+                                            key=f"members.{i}.lora.task")
         if run_dir is None:
             run_dir = Path("runs") / f"{loaded.pipeline.name}-{datetime.now():%Y%m%d-%H%M%S}"
         run_dir = Path(run_dir)

@@ -29,6 +29,9 @@ CASES = {
                      ["pipeline.yaml", "fitness.tasks.0.task", "evomerge_arithmetic", "include_path"]),
     "density with linear": ("pipeline.yaml", "method: ties", "method: linear",
                             ["pipeline.yaml", "crossover", "density"]),
+    "unknown LoRA task": ("population.yaml", "/models/b}",
+                          "/models/b}\n  - {name: c, lora: {parent: a, task: evomerge_arith_typo}}",
+                          ["population.yaml", "members.3.lora.task", "evomerge_arith_typo"]),
     "unknown base member": ("population.yaml", "base_model: base", "base_model: mistral",
                             ["population.yaml", "base_model", "mistral", "base, a, b"]),
 }

@@ -129,12 +129,21 @@ class Fitness:
 
     # ------------------------------------------------------------ training data for LoRA
 
+    def check_training_task(self, task_name: str, *, file: str, key: str) -> None:
+        """Raise ConfigError unless the task exists and has a training split (for LoRA data)."""
+        cfg = self._configs.get(task_name) or _read_task_config(self._manager, task_name)
+        if cfg is None:
+            raise ConfigError(file=file, key=key, problem=f"unknown lm-eval task {task_name!r} (known here: "
+                                                           f"{', '.join(sorted(self._manager.all_subtasks))})",
+                              fix="use a shipped task, or add the folder holding its YAML to the pipeline's "
+                                  "fitness.include_path")
+        if not cfg.get("training_split"):
+            raise ConfigError(file=file, key=key, problem=f"task {task_name!r} has no training_split to train on",
+                              fix="choose a task whose YAML names a training_split")
+
     def train_pairs(self, task_name: str) -> list[tuple[str, str]]:
         """(prompt, completion) pairs from a task's training split, rendered by lm-eval's own templates."""
         cfg = self._configs.get(task_name) or _read_task_config(self._manager, task_name)
-        if cfg is None:
-            raise ConfigError(file=self._file, key="lora.task", problem=f"unknown lm-eval task {task_name!r}",
-                              fix="use a shipped task, or add the folder holding its YAML to fitness.include_path")
         task = next(iter(self._manager.load([{**cfg, "task": task_name}])["tasks"].values()))
         delim = task.config.target_delimiter
         pairs = []
