@@ -1,0 +1,159 @@
+"""Noise Evolution Strategies on model weights: forward passes only, noise regenerated from integer seeds.
+
+One iteration (Salimans et al. 2017, eq. in sec. 2; ES at scale, arXiv 2509.24372, alg. 1):
+    for each antithetic pair i with seed s_i:   r_i+ = R(θ + σ ε_i),  r_i- = R(θ - σ ε_i)
+    θ <- θ + lr / (2 P σ) · Σ_i (f(r_i+) - f(r_i-)) ε_i          f = rank or z-score fitness shaping
+Differences from the ES-at-scale code, on purpose:
+- every tensor draws from its own stream, seeded from (s_i, tensor index) through numpy's SeedSequence, so tensors
+  of the same shape never share noise (re-seeding each tensor with s_i would give them identical noise);
+- the update is accumulated in float32 whatever the model dtype, then rounded once into the weights.
+Low-rank noise (EGGROLL, arXiv 2511.16652): a matrix W (m×n) is perturbed by A·Bᵀ/√r with A (m×r), B (n×r) standard
+normal from the seed, so entries keep unit variance; the update Σ c_i A_i B_iᵀ is one matmul of rank P·r.
+Perturbation and restoration happen in place, tensor by tensor: the only extra memory is one tensor's noise.
+
+A member made by ES is recorded as its parent plus, per iteration, the pair seeds and the shaped coefficients:
+`replay` repeats exactly the same floating-point operations (perturbations, restorations, updates), so it
+rebuilds the member bit-exactly on the same device type.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterable, Optional
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class EsSettings:
+    sigma: float
+    learning_rate: float
+    rank: Optional[int]   # None: full-rank noise everywhere; r: A·Bᵀ/√r for matrices (vectors stay full-rank)
+    shaping: str          # "rank" | "zscore"
+
+
+@dataclass(frozen=True)
+class IterationRecord:
+    """What replay needs from one iteration: a seed per antithetic pair and its shaped coefficient."""
+    seeds: tuple[int, ...]
+    coefficients: tuple[float, ...]
+    rewards_plus: tuple[float, ...] = ()
+    rewards_minus: tuple[float, ...] = ()
+
+
+def _stream_seed(seed: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def _generator(seed: int, index: int, device):
+    import torch
+
+    return torch.Generator(device=device).manual_seed(_stream_seed(seed, index))
+
+
+def _low_rank(p, rank: Optional[int]) -> bool:
+    return rank is not None and p.ndim == 2 and rank < min(p.shape)
+
+
+def _factors(p, seed: int, index: int, rank: int):
+    import torch
+
+    g = _generator(seed, index, p.device)
+    a = torch.randn(p.shape[0], rank, generator=g, device=p.device, dtype=torch.float32)
+    b = torch.randn(p.shape[1], rank, generator=g, device=p.device, dtype=torch.float32)
+    return a, b
+
+
+def _full(p, seed: int, index: int):
+    import torch
+
+    return torch.randn(p.shape, generator=_generator(seed, index, p.device), device=p.device, dtype=torch.float32)
+
+
+def perturb(params: list, seed: int, scale: float, *, rank: Optional[int]) -> None:
+    """θ_t += scale · ε_t for every tensor t, in place; ε regenerated from (seed, t)."""
+    import torch
+
+    with torch.no_grad():
+        for index, p in enumerate(params):
+            if _low_rank(p, rank):
+                a, b = _factors(p, seed, index, rank)
+                p.addmm_(a.to(p.dtype), b.t().to(p.dtype), alpha=scale / math.sqrt(rank))
+            else:
+                p.add_(_full(p, seed, index).to(p.dtype), alpha=scale)
+
+
+def update(params: list, record: IterationRecord, settings: EsSettings) -> None:
+    """θ += lr / (2 P σ) · Σ_i c_i ε_i, accumulated in float32 per tensor and rounded once into θ."""
+    import torch
+
+    pairs = len(record.seeds)
+    step = settings.learning_rate / (2 * pairs * settings.sigma)
+    if not any(record.coefficients):
+        return  # equal rewards in every pair: no information, no change
+    with torch.no_grad():
+        for index, p in enumerate(params):
+            if _low_rank(p, settings.rank):
+                factors = [_factors(p, s, index, settings.rank) for s in record.seeds]
+                a = torch.cat([f[0] * c for f, c in zip(factors, record.coefficients)], dim=1)
+                b = torch.cat([f[1] for f in factors], dim=1)
+                acc = a @ b.t()
+                acc.mul_(step / math.sqrt(settings.rank))
+            else:
+                acc = torch.zeros(p.shape, dtype=torch.float32, device=p.device)
+                for s, c in zip(record.seeds, record.coefficients):
+                    acc.add_(_full(p, s, index), alpha=c)
+                acc.mul_(step)
+            acc.add_(p.float() if p.dtype != torch.float32 else p)
+            p.copy_(acc.to(p.dtype))
+
+
+def shape(plus: list[float], minus: list[float], how: str) -> tuple[float, ...]:
+    """Coefficient per pair: f(r+) - f(r-), f = centred ranks in [-0.5, 0.5] (ties averaged) or z-scores."""
+    rewards = np.asarray(list(plus) + list(minus), dtype=np.float64)
+    if how == "rank":
+        order = rewards.argsort(kind="stable")
+        ranks = np.empty(len(rewards))
+        ranks[order] = np.arange(len(rewards))
+        for value in np.unique(rewards):  # equal rewards share their mean rank, so an equal pair cancels
+            tied = rewards == value
+            ranks[tied] = ranks[tied].mean()
+        f = ranks / max(1, len(rewards) - 1) - 0.5
+    elif how == "zscore":
+        std = rewards.std()
+        f = (rewards - rewards.mean()) / std if std > 0 else np.zeros_like(rewards)
+    else:
+        raise ValueError(f"unknown fitness shaping {how!r}")
+    n = len(plus)
+    return tuple(float(x) for x in (f[:n] - f[n:]))
+
+
+def iterate(params: list, reward: Callable[[], float], seeds: Iterable[int], settings: EsSettings) -> IterationRecord:
+    """One ES iteration in place: evaluate every antithetic pair, then update. Returns its record for replay."""
+    seeds = tuple(int(s) for s in seeds)
+    plus, minus = [], []
+    for s in seeds:
+        perturb(params, s, settings.sigma, rank=settings.rank)
+        plus.append(float(reward()))
+        perturb(params, s, -2 * settings.sigma, rank=settings.rank)
+        minus.append(float(reward()))
+        perturb(params, s, settings.sigma, rank=settings.rank)  # restore (up to rounding, which replay repeats)
+    record = IterationRecord(seeds=seeds, coefficients=shape(plus, minus, settings.shaping),
+                             rewards_plus=tuple(plus), rewards_minus=tuple(minus))
+    update(params, record, settings)
+    return record
+
+
+def replay(params: list, records: Iterable[IterationRecord], settings: EsSettings) -> None:
+    """Rebuild an ES member from its parent: the same perturbations, restorations and updates, no forward pass."""
+    for record in records:
+        for s in record.seeds:
+            perturb(params, s, settings.sigma, rank=settings.rank)
+            perturb(params, s, -2 * settings.sigma, rank=settings.rank)
+            perturb(params, s, settings.sigma, rank=settings.rank)
+        update(params, record, settings)
+
+
+def es_parameters(model) -> list:
+    """The tensors ES perturbs, in a fixed order: every parameter once (tied weights count once)."""
+    return list(model.parameters())

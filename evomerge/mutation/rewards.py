@@ -1,0 +1,49 @@
+"""Cheap rewards for noise ES, computed on a batch of (prompt, completion) pairs with forward passes only.
+
+- loglik: mean log-probability per completion token (the EA4LLM reward); smooth, so ES sees small improvements.
+- exact_match: the share of prompts whose greedy completion equals the target, stripped.
+The pipeline's lm-eval `select` fitness can be the reward too (evolution.py builds that one).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from evomerge.mutation.lora import _batch
+
+
+def loglik(model, tokenizer, pairs: list[tuple[str, str]], *, max_length: int = 96) -> Callable[[], float]:
+    import torch
+
+    input_ids, labels, mask = _batch(tokenizer, pairs, max_length)
+    device = next(model.parameters()).device
+    input_ids, labels, mask = input_ids.to(device), labels.to(device), mask.to(device)
+    targets = labels[:, 1:]
+    keep = targets != -100
+
+    def reward() -> float:
+        with torch.no_grad():
+            logits = model(input_ids=input_ids, attention_mask=mask).logits[:, :-1].float()
+            # only the target positions: a log-softmax over the vocabulary there, nowhere else
+            picked = logits[keep]
+            logp = picked.gather(-1, targets[keep].unsqueeze(-1)).squeeze(-1) - picked.logsumexp(-1)
+        return float(logp.mean())
+
+    return reward
+
+
+def exact_match(model, tokenizer, pairs: list[tuple[str, str]], *, max_new_tokens: int = 8) -> Callable[[], float]:
+    import torch
+
+    device = next(model.parameters()).device
+    tokenizer.padding_side = "left"
+    enc = tokenizer([p for p, _ in pairs], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    wanted = [c.strip() for _, c in pairs]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def reward() -> float:
+        with torch.no_grad():
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
+        texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        return sum(t.strip().split("\n")[0].strip() == w for t, w in zip(texts, wanted)) / len(pairs)
+
+    return reward
