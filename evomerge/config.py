@@ -26,11 +26,12 @@ class _Frozen(BaseModel):
 # ---------------------------------------------------------------- population file
 
 
-class LoraSpec(_Frozen):
-    """A short LoRA fine-tune (peft) of another member on a task's train split: how the demo makes specialists."""
+class LoraSettings(_Frozen):
+    """A short LoRA fine-tune (peft). Data: the training split of an lm-eval task, or a JSONL file of
+    {"prompt", "completion"} objects (relative to the file that names it)."""
 
-    parent: str = Field(description="name of the member to fine-tune")
-    task: str = Field(description="lm-eval task whose training split is the data")
+    task: Optional[str] = Field(None, description="lm-eval task whose training split is the data")
+    data: Optional[str] = Field(None, description="JSONL file of prompt/completion pairs")
     steps: int = Field(60, gt=0)
     learning_rate: float = Field(1e-3, gt=0)
     batch_size: int = Field(8, gt=0)
@@ -40,6 +41,18 @@ class LoraSpec(_Frozen):
     dropout: float = Field(0.0, ge=0, lt=1)
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_data_source(self) -> "LoraSettings":
+        if (self.task is None) == (self.data is None):
+            raise ValueError("give exactly one of `task` (an lm-eval task's training split) or `data` (a JSONL file)")
+        return self
+
+
+class LoraSpec(LoraSettings):
+    """A seed made by fine-tuning another member: how the demo makes its specialists."""
+
+    parent: str = Field(description="name of the member to fine-tune")
 
 
 class SeedMember(_Frozen):
@@ -57,7 +70,7 @@ class SeedMember(_Frozen):
 class PopulationConfig(_Frozen):
     name: str
     base_model: str = Field(description="name of the member whose weights task-vector methods subtract")
-    members: tuple[SeedMember, ...] = Field(min_length=2)
+    members: tuple[SeedMember, ...] = Field(min_length=1)
 
 
 # ---------------------------------------------------------------- pipeline file
@@ -135,24 +148,78 @@ class FitnessSpec(_Frozen):
         return self
 
 
+class LoraOperator(LoraSettings):
+    """Mutation by LoRA fine-tune. Defaults keep the adapter (the member's recipe) under 1 MB for SmolLM2-135M."""
+
+    kind: Literal["lora"]
+    weight: float = Field(1.0, gt=0, description="relative chance of this operator among the mutation operators")
+    steps: int = Field(20, gt=0)
+    r: int = Field(4, gt=0)
+    alpha: int = Field(8, gt=0)
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+
+
+class RewardSpec(_Frozen):
+    kind: Literal["loglik", "exact_match", "select"] = Field(
+        "loglik", description="loglik: mean log-prob of train targets; exact_match: greedy answers on a train batch; "
+                              "select: the pipeline's lm-eval select fitness")
+    task: Optional[str] = Field(None, description="lm-eval task whose training split gives the batches")
+    data: Optional[str] = Field(None, description="JSONL file of prompt/completion pairs")
+    batch_size: int = Field(16, gt=0, description="pairs per iteration, drawn anew each iteration")
+    max_new_tokens: int = Field(8, gt=0, description="exact_match only")
+
+    @model_validator(mode="after")
+    def _source(self) -> "RewardSpec":
+        if self.kind == "select":
+            if self.task or self.data:
+                raise ValueError("the select reward uses the pipeline's fitness tasks: drop `task` and `data`")
+        elif (self.task is None) == (self.data is None):
+            raise ValueError(f"a {self.kind} reward needs exactly one of `task` or `data`")
+        return self
+
+
+class EsOperator(_Frozen):
+    """Mutation by noise Evolution Strategies: forward passes only; recipe = seeds and coefficients."""
+
+    kind: Literal["es"]
+    weight: float = Field(1.0, gt=0, description="relative chance of this operator among the mutation operators")
+    iterations: int = Field(10, gt=0)
+    pairs: int = Field(8, gt=0, description="antithetic pairs per iteration (2x forward evaluations)")
+    sigma: float = Field(0.001, gt=0, description="noise scale, in weight units")
+    learning_rate: float = Field(0.0005, gt=0)
+    shaping: Literal["rank", "zscore"] = "rank"
+    rank: Optional[int] = Field(4, ge=1, description="low-rank noise A·Bᵀ/√r for matrices (EGGROLL); null: full rank")
+    reward: RewardSpec
+
+
+class MutationSpec(_Frozen):
+    rate: float = Field(ge=0, le=1, description="probability that a child is mutated")
+    operators: tuple[Annotated[Union[LoraOperator, EsOperator], Field(discriminator="kind")], ...] = Field(min_length=1)
+
+
 class PipelineConfig(_Frozen):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
     population: str = Field(description="population file, relative to this file")
     generations: int = Field(ge=1)
     population_size: int = Field(ge=1, description="survivors kept after each generation")
     children_per_generation: int = Field(ge=1)
-    parents_per_child: int = Field(2, ge=2)
+    parents_per_child: int = Field(2, ge=1, description="parents of a crossover; a mutation-only child has one")
     parent_selection: Annotated[Union[Tournament, Uniform], Field(discriminator="kind")] = Tournament(kind="tournament")
     survivor_selection: Literal["elitist"] = "elitist"
-    crossover: CrossoverSpec
+    crossover: Optional[CrossoverSpec] = None
+    mutation: Optional[MutationSpec] = None
     fitness: FitnessSpec
     seed: int = 0
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|mps)$")
 
     @model_validator(mode="after")
-    def _slerp_two(self) -> "PipelineConfig":
-        if self.crossover.method == "slerp" and self.parents_per_child != 2:
+    def _breeding(self) -> "PipelineConfig":
+        if self.crossover is None and self.mutation is None:
+            raise ValueError("give `crossover`, `mutation` or both: children need an operator")
+        if self.crossover is None and self.mutation.rate != 1:
+            raise ValueError("without crossover every child is a mutant of one parent: set mutation.rate: 1")
+        if self.crossover is not None and self.crossover.method == "slerp" and self.parents_per_child != 2:
             raise ValueError("slerp merges exactly two parents: set parents_per_child: 2")
         return self
 

@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
-from evomerge.config import Loaded, SeedMember, load_pipeline, load_pipeline_dict
+from evomerge.config import EsOperator, LoraSettings, Loaded, SeedMember, load_pipeline, load_pipeline_dict
 from evomerge.crossover import cma
 from evomerge.crossover.genome import Genome
 from evomerge.crossover.merge import load_into, merge_in_memory, merge_to_disk
@@ -23,7 +23,8 @@ from evomerge.fitness.lm_eval import Fitness
 from evomerge.models import load_model, load_tokenizer, resolve_model, save_model_dir
 from evomerge.progress import Reporter
 from evomerge.selection import rng_for, select_parents, survivors
-from evomerge.store import CrossoverRecord, MemberRecord, Store, by_task, candidate_subject, member_subject
+from evomerge.store import (CrossoverRecord, MemberRecord, MemberState, Store, by_task, candidate_subject,
+                            member_subject)
 
 
 class Run:
@@ -48,10 +49,7 @@ class Run:
         loaded = load_pipeline(pipeline_file)
         fitness = Fitness(loaded.pipeline.fitness, include_paths=loaded.include_paths(), device=loaded.pipeline.device,
                           pipeline_file=loaded.pipeline_file)  # tasks, metrics, split overlap: before any directory
-        for i, member in enumerate(loaded.population.members):
-            if member.lora is not None:
-                fitness.check_training_task(member.lora.task, file=loaded.population_file,
-                                            key=f"members.{i}.lora.task")
+        _check_data_sources(loaded, fitness)
         if run_dir is None:
             run_dir = Path("runs") / f"{loaded.pipeline.name}-{datetime.now():%Y%m%d-%H%M%S}"
         run_dir = Path(run_dir)
@@ -144,31 +142,44 @@ class Run:
             self._score_member(record, which)
 
     def _lora_seed(self, seed: SeedMember) -> None:
+        parent = self.store.member(seed.lora.parent)
+        self._lora_member(seed.name, 0, parent, seed.lora, root=Path(self.loaded.population_file).parent)
+
+    def _lora_member(self, name: str, generation: int, parent: MemberRecord, settings: LoraSettings, *,
+                     root: Path) -> int:
+        """Fine-tune `parent` with LoRA (peft), save the merged model and the adapter (its recipe); returns its id."""
         from evomerge.mutation.lora import train_lora
 
-        spec = seed.lora
-        parent = self.store.member(spec.parent)
-        pairs = self.fitness.train_pairs(spec.task)
-        out = self.dir / "members" / seed.name
-        adapter = self.dir / "adapters" / seed.name
-        bar = self.reporter.step(f"LoRA fine-tune {seed.name} on {spec.task}", total=spec.steps)
+        pairs = self._pairs(settings.task, settings.data, root)
+        source = settings.task or settings.data
+        out = self.dir / "members" / name
+        adapter = self.dir / "adapters" / name
+        bar = self.reporter.step(f"LoRA fine-tune {name} on {source}", total=settings.steps)
         parent_dir = self.materialise(parent)
         model = load_model(parent_dir, dtype=self.cfg.dtype, device=self.cfg.device)
         tokenizer = load_tokenizer(parent_dir)
-        merged = train_lora(model, tokenizer, pairs, spec, adapter_dir=adapter,
+        merged = train_lora(model, tokenizer, pairs, settings, adapter_dir=adapter,
                             on_step=lambda step, loss: self.reporter.advance(
-                                bar, description=f"LoRA fine-tune {seed.name} on {spec.task} (loss {loss:.3f})"))
+                                bar, description=f"LoRA fine-tune {name} on {source} (loss {loss:.3f})"))
         out.parent.mkdir(parents=True, exist_ok=True)
         save_model_dir(merged, tokenizer, out)
-        params = spec.model_dump(mode="json")
+        params = settings.model_dump(mode="json")
         with self.store.transaction():
             mid = self.store.add_member(
-                name=seed.name, generation=0, operator="lora", parents=(parent.id,), params=params,
+                name=name, generation=generation, operator="lora", parents=(parent.id,), params=params,
                 recipe=json.dumps({"parent": parent.name, "adapter": str(adapter.relative_to(self.dir)),
                                    "lora": params, "train_examples": len(pairs)}),
                 weights=str(out))
-            self.store.add_event("member_added", member=mid, name=seed.name, operator="lora")
-        self.reporter.log(f"seed {seed.name}: LoRA fine-tune of {parent.name} on {spec.task} ({spec.steps} steps)")
+            self.store.add_event("member_added", member=mid, name=name, operator="lora")
+        self.reporter.log(f"{name}: LoRA fine-tune of {parent.name} on {source} ({settings.steps} steps)")
+        return mid
+
+    def _pairs(self, task: Optional[str], data: Optional[str], root: Path) -> list[tuple[str, str]]:
+        """Training pairs from an lm-eval task's training split or a JSONL file of prompt/completion objects."""
+        if task is not None:
+            return self.fitness.train_pairs(task)
+        rows = [json.loads(line) for line in (root / data).read_text().splitlines() if line.strip()]
+        return [(r["prompt"], r["completion"]) for r in rows]
 
     # ------------------------------------------------------------ scoring
 
@@ -201,9 +212,10 @@ class Run:
         if self.store.survivors(gen) is not None:
             return
         parents_pool = self.population(gen - 1)
-        children = [self._crossover(gen, slot, parents_pool) for slot in range(self.cfg.children_per_generation)]
+        children = [self._breed(gen, slot, parents_pool) for slot in range(self.cfg.children_per_generation)]
         for child in children:
-            self._score_member(self.store.member(child), "report")
+            for which in ("select", "report"):  # a crossover child's select scores exist already: its best candidate's
+                self._score_member(self.store.member(child), which)
         pool = parents_pool + children
         fitness = {m: self.select_fitness(m) for m in pool}
         kept = survivors(pool, fitness, size=self.cfg.population_size)
@@ -220,7 +232,109 @@ class Run:
                           + ", ".join(f"{self.store.member(m).name} ({fitness[m]:.4f})" for m in kept)
                           + f"; best {self.store.member(best).name}")
 
-    def _crossover(self, gen: int, slot: int, pool: list[int]) -> int:
+    def _breed(self, gen: int, slot: int, pool: list[int]) -> int:
+        """One child: crossover, then (with probability mutation.rate) a mutation of the crossover's product."""
+        operator = self._mutation_operator(gen, slot)
+        name = f"g{gen}-c{slot}"
+        if self.cfg.crossover is not None:
+            parent = self._crossover(gen, slot, pool, name=name if operator is None else f"{name}-merge")
+        else:
+            fitness = {m: self.select_fitness(m) for m in pool}
+            parent = select_parents(pool, fitness, n=1, how=self.cfg.parent_selection,
+                                    rng=rng_for(self.cfg.seed, gen, slot))[0]
+        if operator is None:
+            return parent
+        child = self._mutate(gen, slot, parent, operator, name=name)
+        intermediate = self.store.member(parent)
+        if intermediate.generation == gen and intermediate.state is MemberState.ALIVE:
+            with self.store.transaction():  # the merge was a step towards the mutant, not a member of the population
+                self.store.retire(intermediate.id, state=MemberState.INTERMEDIATE)
+            self._tidy()
+        return child
+
+    def _mutation_operator(self, gen: int, slot: int):
+        """Whether this child is mutated and by which operator: a draw that depends only on (seed, gen, slot)."""
+        spec = self.cfg.mutation
+        if spec is None:
+            return None
+        rng = rng_for(self.cfg.seed, gen, slot, 1)
+        if rng.random() >= spec.rate:
+            return None
+        weights = [op.weight for op in spec.operators]
+        return spec.operators[int(rng.choice(len(weights), p=[w / sum(weights) for w in weights]))]
+
+    def _mutate(self, gen: int, slot: int, parent_id: int, operator, *, name: str) -> int:
+        rec = self.store.mutation(gen, slot)
+        if rec is None:
+            with self.store.transaction():
+                self.store.add_mutation(generation=gen, slot=slot, parent_id=parent_id,
+                                        operator=operator.model_dump(mode="json"))
+                self.store.add_event("mutation_started", generation=gen, slot=slot, parent=parent_id,
+                                     operator=operator.kind)
+            rec = self.store.mutation(gen, slot)
+        if rec.child_id is not None:
+            return rec.child_id
+        parent = self.store.member(parent_id)
+        if operator.kind == "lora":
+            child = self._lora_member(name, gen, parent, operator, root=Path(self.loaded.pipeline_file).parent)
+        else:
+            child = self._es_member(rec, name, parent, operator)
+        with self.store.transaction():
+            self.store.set_mutation_child(rec.id, child)
+        return child
+
+    def _es_member(self, rec, name: str, parent: MemberRecord, op: EsOperator) -> int:
+        """Noise ES from `parent`, committing every iteration's seeds and coefficients; resumes by replaying them."""
+        from evomerge.mutation import es
+
+        settings = es.EsSettings(sigma=op.sigma, learning_rate=op.learning_rate, rank=op.rank, shaping=op.shaping)
+        model = load_model(self.materialise(parent), dtype=self.cfg.dtype, device=self.cfg.device)
+        params = es.es_parameters(model)
+        done = self.store.es_iterations(rec.id)
+        es.replay(params, [es.IterationRecord(tuple(d["seeds"]), tuple(d["coefficients"])) for d in done], settings)
+        bar = self.reporter.step(f"ES {name} from {parent.name} ({op.reward.kind} reward)", total=op.iterations,
+                                 completed=len(done))
+        pairs = None if op.reward.kind == "select" else self._pairs(op.reward.task, op.reward.data,
+                                                                      Path(self.loaded.pipeline_file).parent)
+        for it in range(len(done), op.iterations):
+            reward = self._reward(op, model, pairs, rng_for(self.cfg.seed, rec.generation, rec.slot, 2, it))
+            seeds = rng_for(self.cfg.seed, rec.generation, rec.slot, 3, it).integers(0, 2**31 - 1, size=op.pairs)
+            record = es.iterate(params, reward, seeds.tolist(), settings)
+            with self.store.transaction():
+                self.store.add_es_iteration(rec.id, it, seeds=record.seeds, coefficients=record.coefficients,
+                                            rewards_plus=record.rewards_plus, rewards_minus=record.rewards_minus)
+                self.store.add_event("es_iteration", mutation=rec.id, iteration=it,
+                                     reward=sum(record.rewards_plus + record.rewards_minus) / (2 * op.pairs))
+            mean = sum(record.rewards_plus + record.rewards_minus) / (2 * op.pairs)
+            self.reporter.advance(bar, description=f"ES {name} from {parent.name}: mean reward {mean:.4f}")
+        self.fitness.release(model)
+        out = self.dir / "members" / name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_model_dir(model, self._tok(), out)
+        iterations = [{"seeds": d["seeds"], "coefficients": d["coefficients"]} for d in self.store.es_iterations(rec.id)]
+        recipe = {"parent": parent.name, "operator": "es", "sigma": op.sigma, "learning_rate": op.learning_rate,
+                  "rank": op.rank, "shaping": op.shaping, "device_type": model.device.type, "dtype": self.cfg.dtype,
+                  "iterations": iterations}
+        with self.store.transaction():
+            mid = self.store.add_member(name=name, generation=rec.generation, operator="es", parents=(parent.id,),
+                                        params=op.model_dump(mode="json"), recipe=json.dumps(recipe),
+                                        weights=str(out))
+            self.store.add_event("member_added", member=mid, name=name, operator="es")
+        self.reporter.log(f"{name}: ES from {parent.name}, {op.iterations} iterations of {op.pairs} pairs")
+        return mid
+
+    def _reward(self, op: EsOperator, model, pairs, rng):
+        """The ES reward for one iteration: both members of every pair see the same batch."""
+        from evomerge.mutation import rewards
+
+        if op.reward.kind == "select":
+            return lambda: self.cfg.fitness.weighted(self.fitness.evaluate(model, self._tok(), "select")[0])
+        batch = [pairs[i] for i in rng.choice(len(pairs), size=min(op.reward.batch_size, len(pairs)), replace=False)]
+        if op.reward.kind == "loglik":
+            return rewards.loglik(model, self._tok(), batch)
+        return rewards.exact_match(model, self._tok(), batch, max_new_tokens=op.reward.max_new_tokens)
+
+    def _crossover(self, gen: int, slot: int, pool: list[int], *, name: str) -> int:
         """Breed one child: pick parents, run CMA-ES over merge parameters, keep the best merge. Returns its id."""
         spec = self.cfg.crossover
         rec = self.store.crossover(gen, slot)
@@ -246,7 +360,7 @@ class Run:
         while rec.iteration < iterations:
             self._cma_iteration(rec, genome, bar)
             rec = self.store.crossover(gen, slot)
-        return self._finish_crossover(rec, genome)
+        return self._finish_crossover(rec, genome, name=name)
 
     def _cma_iteration(self, rec: CrossoverRecord, genome: Genome, bar) -> None:
         it = rec.iteration
@@ -284,10 +398,9 @@ class Run:
             self.store.add_event("cma_tell", crossover=rec.id, iteration=it, sigma=cma.sigma(state),
                                  best=max(c.fitness for c in cands))
 
-    def _finish_crossover(self, rec: CrossoverRecord, genome: Genome) -> int:
+    def _finish_crossover(self, rec: CrossoverRecord, genome: Genome, *, name: str) -> int:
         cands = self.store.candidates(rec.id)
         best = max(cands, key=lambda c: (c.fitness, -c.id))
-        name = f"g{rec.generation}-c{rec.slot}"
         out = self.dir / "members" / name
         config = genome.merge_config(best.params, paths=self._paths(rec.parents), base_path=self._base_path(),
                                      dtype=self.cfg.dtype)
@@ -350,6 +463,17 @@ class Run:
                 model = apply_adapter(load_model(self.materialise(parent), dtype=self.cfg.dtype),
                                       self.dir / recipe["adapter"])
                 save_model_dir(model, load_tokenizer(self.materialise(parent)), out)
+            elif record.operator == "es":
+                from evomerge.mutation import es
+
+                recipe = json.loads(record.recipe)
+                parent = self.store.member(record.parents[0])
+                model = load_model(self.materialise(parent), dtype=recipe["dtype"], device=recipe["device_type"])
+                es.replay(es.es_parameters(model),
+                          [es.IterationRecord(tuple(i["seeds"]), tuple(i["coefficients"])) for i in recipe["iterations"]],
+                          es.EsSettings(sigma=recipe["sigma"], learning_rate=recipe["learning_rate"],
+                                        rank=recipe["rank"], shaping=recipe["shaping"]))
+                save_model_dir(model, self._tok(), out)
             elif record.operator == "seed":
                 return resolve_model(json.loads(record.recipe)["source"])
             else:
@@ -389,3 +513,26 @@ def _fmt_params(params: dict) -> str:
         parts.append(f"{slot}: " + ", ".join(f"{k}={'/'.join(f'{v:.2f}' for v in vs)}" for k, vs in values.items()))
     return "[" + "; ".join(parts) + "]"
 
+
+
+def _check_data_sources(loaded: Loaded, fitness: Fitness) -> None:
+    """Every task or JSONL file that LoRA or an ES reward trains on exists: checked before a run directory exists."""
+    from evomerge.errors import ConfigError
+
+    def check(task: Optional[str], data: Optional[str], *, file: str, key: str) -> None:
+        if task is not None:
+            fitness.check_training_task(task, file=file, key=f"{key}.task")
+        elif data is not None and not (Path(file).parent / data).is_file():
+            raise ConfigError(file=file, key=f"{key}.data", problem=f"{data!r} is not a file",
+                              fix="give a JSONL file of {\"prompt\": ..., \"completion\": ...} lines, "
+                                  "relative to this file")
+
+    for i, member in enumerate(loaded.population.members):
+        if member.lora is not None:
+            check(member.lora.task, member.lora.data, file=loaded.population_file, key=f"members.{i}.lora")
+    mutation = loaded.pipeline.mutation
+    for i, op in enumerate(mutation.operators if mutation else ()):
+        if op.kind == "lora":
+            check(op.task, op.data, file=loaded.pipeline_file, key=f"mutation.operators.{i}")
+        else:
+            check(op.reward.task, op.reward.data, file=loaded.pipeline_file, key=f"mutation.operators.{i}.reward")

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Optional
 
 from evomerge.config import PipelineConfig
-from evomerge.store import Store, by_task, member_subject
+from evomerge.store import MemberState, Store, by_task, member_subject
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,8 @@ def rows(store: Store, pipeline: PipelineConfig, *, split: str = "select") -> li
     tasks = pipeline.fitness.tasks
     out = []
     for m in store.members():
+        if m.state is MemberState.INTERMEDIATE:
+            continue  # a merge that was mutated at once is part of its child's lineage, not a contender
         rows_ = store.scores(member_subject(m.id), split=spec.split, limit=spec.limit,
                              fewshot=pipeline.fitness.num_fewshot)
         results = by_task(rows_)

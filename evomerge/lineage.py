@@ -12,10 +12,15 @@ from evomerge.store import MemberRecord, Store
 
 def edge_label(child: MemberRecord, parent: MemberRecord) -> str:
     """How `child` was made from `parent`: operator and the parameters that concern this parent."""
+    p = child.params
     if child.operator == "lora":
-        p = child.params
-        return (f"lora task={p['task']} steps={p['steps']} r={p['r']} alpha={p['alpha']} "
-                f"lr={p['learning_rate']:g}")
+        data = f"task={p['task']}" if p.get("task") else f"data={p['data']}"
+        return f"lora {data} steps={p['steps']} r={p['r']} alpha={p['alpha']} lr={p['learning_rate']:g}"
+    if child.operator == "es":
+        reward = p["reward"]
+        source = reward.get("task") or reward.get("data") or "select split"
+        return (f"es iterations={p['iterations']} pairs={p['pairs']} sigma={p['sigma']:g} lr={p['learning_rate']:g} "
+                f"rank={p['rank'] if p['rank'] is not None else 'full'} reward={reward['kind']}:{source}")
     merge = child.params.get("merge", {})
     if child.operator == "slerp":
         values = merge.get("t", {})
@@ -66,7 +71,7 @@ def dot(store: Store, member: MemberRecord, *, score: Callable[[int], Optional[f
     for m in members:
         s = score(m.id)
         text = "\n".join([m.name, f"gen {m.generation} {m.operator}", "select " + ("-" if s is None else f"{s:.4f}")])
-        style = ", style=dashed" if m.state.value == "retired" else ""
+        style = "" if m.state.value == "alive" else ", style=dashed"
         out.append(f"  {q(m.name)} [label={q(text)}{style}];")
     for m in members:
         for p in m.parents:

@@ -61,6 +61,21 @@ CREATE TABLE candidates (
     fitness REAL,                      -- weighted select score, NULL until evaluated
     UNIQUE (crossover_id, iteration, idx)
 );
+CREATE TABLE mutations (
+    id INTEGER PRIMARY KEY,
+    generation INTEGER NOT NULL, slot INTEGER NOT NULL,
+    parent_id INTEGER NOT NULL,
+    operator TEXT NOT NULL,            -- JSON: the operator's configuration
+    child_id INTEGER,
+    UNIQUE (generation, slot)
+);
+CREATE TABLE es_iterations (
+    mutation_id INTEGER NOT NULL REFERENCES mutations(id),
+    iteration INTEGER NOT NULL,
+    seeds TEXT NOT NULL, coefficients TEXT NOT NULL,          -- JSON lists, one entry per antithetic pair
+    rewards_plus TEXT NOT NULL, rewards_minus TEXT NOT NULL,
+    PRIMARY KEY (mutation_id, iteration)
+);
 CREATE TABLE generations (generation INTEGER PRIMARY KEY, survivors TEXT NOT NULL, created REAL NOT NULL);
 CREATE TABLE events (id INTEGER PRIMARY KEY, time REAL NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL);
 """
@@ -69,6 +84,7 @@ CREATE TABLE events (id INTEGER PRIMARY KEY, time REAL NOT NULL, kind TEXT NOT N
 class MemberState(str, enum.Enum):
     ALIVE = "alive"      # in the current population, weights on disk
     RETIRED = "retired"  # left the population: recipe and scores kept, weights deleted
+    INTERMEDIATE = "intermediate"  # a merge that was mutated at once: a step of breeding, never in the population
 
 
 @dataclass(frozen=True)
@@ -105,6 +121,16 @@ class CandidateRecord:
     x: tuple[float, ...]
     params: dict
     fitness: Optional[float]
+
+
+@dataclass(frozen=True)
+class MutationRecord:
+    id: int
+    generation: int
+    slot: int
+    parent_id: int
+    operator: dict
+    child_id: Optional[int]
 
 
 @dataclass(frozen=True)
@@ -208,8 +234,9 @@ class Store:
              MemberState.ALIVE.value, weights, time.time()))
         return int(cur.lastrowid)
 
-    def retire(self, member_id: int) -> None:
-        self._conn.execute("UPDATE members SET state=?, weights=NULL WHERE id=?", (MemberState.RETIRED.value, member_id))
+    def retire(self, member_id: int, *, state: MemberState = MemberState.RETIRED) -> None:
+        """Drop a member's weights (its recipe and scores stay): it left the population, or was an intermediate."""
+        self._conn.execute("UPDATE members SET state=?, weights=NULL WHERE id=?", (state.value, member_id))
 
     def set_weights(self, member_id: int, weights: Optional[str]) -> None:
         self._conn.execute("UPDATE members SET weights=? WHERE id=?", (weights, member_id))
@@ -288,6 +315,35 @@ class Store:
         if iteration is not None:
             sql, args = sql + " AND iteration=?", args + [iteration]
         return [_candidate(r) for r in self._conn.execute(sql + " ORDER BY iteration, idx", args)]
+
+    # ------------------------------------------------------------ mutations and their ES iterations
+
+    def add_mutation(self, *, generation: int, slot: int, parent_id: int, operator: dict) -> int:
+        cur = self._conn.execute("INSERT INTO mutations (generation, slot, parent_id, operator) VALUES (?, ?, ?, ?)",
+                                 (generation, slot, parent_id, json.dumps(operator)))
+        return int(cur.lastrowid)
+
+    def mutation(self, generation: int, slot: int) -> Optional[MutationRecord]:
+        r = self._conn.execute("SELECT * FROM mutations WHERE generation=? AND slot=?", (generation, slot)).fetchone()
+        if r is None:
+            return None
+        return MutationRecord(id=r["id"], generation=r["generation"], slot=r["slot"], parent_id=r["parent_id"],
+                              operator=json.loads(r["operator"]), child_id=r["child_id"])
+
+    def set_mutation_child(self, mutation_id: int, child_id: int) -> None:
+        self._conn.execute("UPDATE mutations SET child_id=? WHERE id=?", (child_id, mutation_id))
+
+    def add_es_iteration(self, mutation_id: int, iteration: int, *, seeds, coefficients, rewards_plus,
+                         rewards_minus) -> None:
+        self._conn.execute("INSERT INTO es_iterations VALUES (?, ?, ?, ?, ?, ?)",
+                           (mutation_id, iteration, json.dumps(list(seeds)), json.dumps(list(coefficients)),
+                            json.dumps(list(rewards_plus)), json.dumps(list(rewards_minus))))
+
+    def es_iterations(self, mutation_id: int) -> list[dict]:
+        rows = self._conn.execute("SELECT * FROM es_iterations WHERE mutation_id=? ORDER BY iteration", (mutation_id,))
+        return [{"iteration": r["iteration"], "seeds": json.loads(r["seeds"]),
+                 "coefficients": json.loads(r["coefficients"]), "rewards_plus": json.loads(r["rewards_plus"]),
+                 "rewards_minus": json.loads(r["rewards_minus"])} for r in rows]
 
     # ------------------------------------------------------------ generations and events
 

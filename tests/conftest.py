@@ -4,10 +4,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
+import signal
+import sqlite3
+import time
 from pathlib import Path
 
 import pytest
+
+from evomerge.store import Store
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -98,5 +102,40 @@ def evomerge(*args: str, cwd: Path | None = None, timeout: float = 600) -> subpr
                           timeout=timeout)
 
 
-def dedent(text: str) -> str:
-    return textwrap.dedent(text).lstrip()
+def snapshot(run_dir: Path) -> dict:
+    """What two runs with the same seed must agree on: members, survivors, every score, every CMA-ES candidate."""
+    store = Store.open(run_dir)
+    try:
+        members = [(m.name, m.generation, m.operator, [store.member(p).name for p in m.parents], m.params,
+                    m.recipe.replace(str(run_dir), "<run>"), m.state.value) for m in store.members()]
+        names = {m.id: m.name for m in store.members()}
+        survivors = [[names[i] for i in store.survivors(g) or []] for g in (1, 2)]
+        scores = sorted((s.subject.split(":")[0], names.get(int(s.subject.split(":")[1]), s.subject)
+                         if s.subject.startswith("member") else s.subject, s.task, s.split, s.metric, s.value)
+                        for s in store.all_scores())
+        candidates = [(c.iteration, c.idx, c.x, c.fitness) for x in store.crossovers()
+                      for c in store.candidates(x.id)]
+        return {"members": members, "survivors": survivors, "scores": scores, "candidates": candidates}
+    finally:
+        store.close()
+
+
+def events_count(db: Path) -> int:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
+            return conn.execute("SELECT count(*) FROM events").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def run_and_kill(args: list[str], db: Path, at_events: int) -> bool:
+    """Start the CLI, SIGKILL it once the store holds `at_events` events; False if it finished first."""
+    proc = subprocess.Popen([sys.executable, "-m", "evomerge.cli", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    while proc.poll() is None:
+        if events_count(db) >= at_events:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return True
+        time.sleep(0.02)
+    return False

@@ -77,7 +77,7 @@ def test_update_is_accumulated_in_float32_for_bfloat16_models():
     """Many small coefficients: summed in bf16 each term would round away; in float32 they add up."""
     w = torch.zeros(4, 4, dtype=torch.bfloat16)
     seeds = tuple(range(64))
-    settings = EsSettings(sigma=1.0, learning_rate=2 * 64 * 1.0, rank=None, shaping="rank")
+    settings = EsSettings(sigma=1.0, learning_rate=2 * 64, rank=None, shaping="rank")
     update([w], IterationRecord(seeds=seeds, coefficients=(1e-3,) * 64), settings)
     expected = torch.zeros(4, 4)
     for s in seeds:
@@ -91,7 +91,7 @@ def test_es_raises_a_synthetic_reward_within_a_few_iterations(tiny_models: Path)
     model, tok = _model(tiny_models), _tokenizer(tiny_models)
     reward = loglik(model, tok, TARGET)
     before = reward()
-    settings = EsSettings(sigma=0.02, learning_rate=0.005, rank=4, shaping="rank")
+    settings = EsSettings(sigma=0.02, learning_rate=0.25, rank=4, shaping="rank")
     params = es_parameters(model)
     for it in range(6):
         iterate(params, reward, seeds=[1000 * it + k for k in range(8)], settings=settings)

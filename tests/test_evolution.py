@@ -4,79 +4,35 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import sqlite3
-import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from conftest import evomerge
+from conftest import events_count, evomerge, run_and_kill, snapshot
 from evomerge.store import MemberState, Store
-
-
-def _snapshot(run_dir: Path) -> dict:
-    """What two runs with the same seed must agree on: members, survivors, every score, every CMA-ES candidate."""
-    store = Store.open(run_dir)
-    try:
-        members = [(m.name, m.generation, m.operator, [store.member(p).name for p in m.parents], m.params,
-                    m.recipe.replace(str(run_dir), "<run>"), m.state.value) for m in store.members()]
-        names = {m.id: m.name for m in store.members()}
-        survivors = [[names[i] for i in store.survivors(g)] for g in (1, 2)]
-        scores = sorted((s.subject.split(":")[0], names.get(int(s.subject.split(":")[1]), s.subject)
-                         if s.subject.startswith("member") else s.subject, s.task, s.split, s.metric, s.value)
-                        for s in store.all_scores())
-        candidates = [(c.iteration, c.idx, c.x, c.fitness) for x in store.crossovers()
-                      for c in store.candidates(x.id)]
-        return {"members": members, "survivors": survivors, "scores": scores, "candidates": candidates}
-    finally:
-        store.close()
-
-
-def _events(db: Path) -> int:
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
-            return conn.execute("SELECT count(*) FROM events").fetchone()[0]
-    except sqlite3.Error:
-        return 0
-
-
-def _run_and_kill(args: list[str], db: Path, at_events: int) -> bool:
-    """Start the CLI, SIGKILL it once the store holds `at_events` events; False if it finished first."""
-    proc = subprocess.Popen([sys.executable, "-m", "evomerge.cli", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    while proc.poll() is None:
-        if _events(db) >= at_events:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_kill_9_then_resume_equals_an_uninterrupted_run(tiny_pipeline: Path, tmp_path: Path):
     reference = tmp_path / "reference"
     assert evomerge("run", str(tiny_pipeline), "--run-dir", str(reference), "--quiet").returncode == 0
-    total = _events(reference / "evomerge.db")
+    total = events_count(reference / "evomerge.db")
 
     killed = tmp_path / "killed"
     db = killed / "evomerge.db"
     # kill points spread over the run: during seeding, inside CMA-ES iterations, around survivor selection
     points = [2, total // 4, total // 2, (3 * total) // 4, total - 3]
-    assert _run_and_kill(["run", str(tiny_pipeline), "--run-dir", str(killed), "--quiet"], db, points[0])
+    assert run_and_kill(["run", str(tiny_pipeline), "--run-dir", str(killed), "--quiet"], db, points[0])
     kills = 1
     for at in points[1:]:
-        if _events(db) >= at:
+        if events_count(db) >= at:
             continue
-        kills += _run_and_kill(["resume", str(killed), "--quiet"], db, at)
+        kills += run_and_kill(["resume", str(killed), "--quiet"], db, at)
     assert kills >= 4, "the run finished before it could be killed often enough"
     result = evomerge("resume", str(killed), "--quiet")
     assert result.returncode == 0, result.stderr
 
-    assert _snapshot(killed) == _snapshot(reference)
+    assert snapshot(killed) == snapshot(reference)
 
     store = Store.open(killed)
     scored = Counter((d["subject"], d["split"]) for _, _, d in store.events(kind="scored"))

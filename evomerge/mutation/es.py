@@ -1,8 +1,9 @@
 """Noise Evolution Strategies on model weights: forward passes only, noise regenerated from integer seeds.
 
-One iteration (Salimans et al. 2017, eq. in sec. 2; ES at scale, arXiv 2509.24372, alg. 1):
+One iteration (Salimans et al. 2017, sec. 2, antithetic sampling; ES at scale, arXiv 2509.24372, alg. 1):
     for each antithetic pair i with seed s_i:   r_i+ = R(θ + σ ε_i),  r_i- = R(θ - σ ε_i)
-    θ <- θ + lr / (2 P σ) · Σ_i (f(r_i+) - f(r_i-)) ε_i          f = rank or z-score fitness shaping
+    θ <- θ + lr / (2P) · Σ_i (f(r_i+) - f(r_i-)) ε_i            f = rank or z-score fitness shaping
+As in ES at scale, σ does not divide the step: lr is a step size in weight units (their α = 5e-4 with σ = 1e-3).
 Differences from the ES-at-scale code, on purpose:
 - every tensor draws from its own stream, seeded from (s_i, tensor index) through numpy's SeedSequence, so tensors
   of the same shape never share noise (re-seeding each tensor with s_i would give them identical noise);
@@ -84,11 +85,10 @@ def perturb(params: list, seed: int, scale: float, *, rank: Optional[int]) -> No
 
 
 def update(params: list, record: IterationRecord, settings: EsSettings) -> None:
-    """θ += lr / (2 P σ) · Σ_i c_i ε_i, accumulated in float32 per tensor and rounded once into θ."""
+    """θ += lr / (2P) · Σ_i c_i ε_i, accumulated in float32 per tensor and rounded once into θ."""
     import torch
 
-    pairs = len(record.seeds)
-    step = settings.learning_rate / (2 * pairs * settings.sigma)
+    step = settings.learning_rate / (2 * len(record.seeds))
     if not any(record.coefficients):
         return  # equal rewards in every pair: no information, no change
     with torch.no_grad():
