@@ -1,4 +1,5 @@
-from evomerge.cli import main
 import sys
+
+from evomerge.cli import main
 
 sys.exit(main())

@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
-from evomerge.config import EsOperator, LoraSettings, Loaded, SeedMember, load_pipeline, load_pipeline_dict
+from evomerge.config import EsOperator, Loaded, LoraSettings, SeedMember, load_pipeline, load_pipeline_dict
 from evomerge.crossover import cma
 from evomerge.crossover.genome import Genome
 from evomerge.crossover.merge import load_into, merge_in_memory, merge_to_disk
@@ -23,8 +23,7 @@ from evomerge.fitness.lm_eval import Fitness
 from evomerge.models import load_model, load_tokenizer, resolve_model, save_model_dir
 from evomerge.progress import Reporter
 from evomerge.selection import rng_for, select_parents, survivors
-from evomerge.store import (CrossoverRecord, MemberRecord, MemberState, Store, by_task, candidate_subject,
-                            member_subject)
+from evomerge.store import CrossoverRecord, MemberRecord, MemberState, Store, by_task, candidate_subject, member_subject
 
 
 class Run:
@@ -114,8 +113,7 @@ class Run:
     def select_fitness(self, member_id: int) -> Optional[float]:
         """The weighted select score of a member, or None before it is scored."""
         key = self.fitness_key("select")
-        rows = self.store.scores(member_subject(member_id), split=key["split"], limit=key["limit"],
-                                 fewshot=key["fewshot"])
+        rows = self.store.scores(member_subject(member_id), **key)
         return self.cfg.fitness.weighted(by_task(rows))
 
     def fitness_key(self, which: str) -> dict:
@@ -185,7 +183,7 @@ class Run:
 
     def _score_member(self, record: MemberRecord, which: str) -> None:
         key = self.fitness_key(which)
-        if self.store.scores(member_subject(record.id), split=key["split"], limit=key["limit"], fewshot=key["fewshot"]):
+        if self.store.scores(member_subject(record.id), **key):
             return
         path = self.materialise(record)
         bar = self.reporter.step(f"scoring {record.name} on the {which} split", total=1)
@@ -193,8 +191,7 @@ class Run:
         results, docs = self.fitness.evaluate(model, self._tok(), which)
         self.fitness.release(model)
         with self.store.transaction():
-            self.store.add_scores(member_subject(record.id), split=key["split"], limit=key["limit"],
-                                  fewshot=key["fewshot"], results=results, docs=docs)
+            self.store.add_scores(member_subject(record.id), **key, results=results, docs=docs)
             self.store.add_event("scored", subject=member_subject(record.id), split=key["split"],
                                  fitness=self.cfg.fitness.weighted(results))
         self.reporter.advance(bar)
@@ -383,8 +380,7 @@ class Run:
             results, docs = self.fitness.evaluate(self._resident_model(), self._tok(), "select")
             value = self.cfg.fitness.weighted(results)
             with self.store.transaction():
-                self.store.add_scores(candidate_subject(cand.id), split=key["split"], limit=key["limit"],
-                                      fewshot=key["fewshot"], results=results, docs=docs)
+                self.store.add_scores(candidate_subject(cand.id), **key, results=results, docs=docs)
                 self.store.set_candidate_fitness(cand.id, value)
                 self.store.add_event("scored", subject=candidate_subject(cand.id), split=key["split"], fitness=value)
             best = max([c.fitness for c in self.store.candidates(rec.id) if c.fitness is not None])
@@ -408,16 +404,14 @@ class Run:
             out.parent.mkdir(parents=True, exist_ok=True)
             merge_to_disk(config, out, seed=self.cfg.seed, device=self.cfg.device)
         key = self.fitness_key("select")
-        rows = self.store.scores(candidate_subject(best.id), split=key["split"], limit=key["limit"],
-                                 fewshot=key["fewshot"])
+        rows = self.store.scores(candidate_subject(best.id), **key)
         results, docs = by_task(rows), {r.task: r.docs for r in rows}
         with self.store.transaction():
             child = self.store.add_member(
                 name=name, generation=rec.generation, operator=self.cfg.crossover.method, parents=rec.parents,
                 params={"merge": best.params, "candidate": best.id, "seed": self.cfg.seed},
                 recipe=config.to_yaml(), weights=str(out))
-            self.store.add_scores(member_subject(child), split=key["split"], limit=key["limit"],
-                                  fewshot=key["fewshot"], results=results, docs=docs,
+            self.store.add_scores(member_subject(child), **key, results=results, docs=docs,
                                   reused_from=candidate_subject(best.id))
             self.store.update_crossover(rec.id, child_id=child)
             self.store.add_event("member_added", member=child, name=name, operator=self.cfg.crossover.method,

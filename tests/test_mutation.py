@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import events_count, evomerge, run_and_kill, snapshot
+from conftest import evomerge, run_and_kill, snapshot
 from evomerge.store import MemberState, Store
 
 MUTATION = """\

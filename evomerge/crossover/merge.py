@@ -6,8 +6,8 @@ themselves; tests/test_merge.py checks that both paths give the same tensors.)
 """
 from __future__ import annotations
 
-from pathlib import Path
 import shutil
+from pathlib import Path
 
 
 def _options(seed: int, device: str):

@@ -97,11 +97,6 @@ class Fitness:
 
     # ------------------------------------------------------------ scoring
 
-    def key(self, which: str) -> dict:
-        """What identifies a score besides its subject and task: split, document limit, few-shot count."""
-        split = self._split(which)
-        return {"split": split.split, "limit": split.limit, "fewshot": self.spec.num_fewshot}
-
     def evaluate(self, model, tokenizer, which: str) -> tuple[Results, dict[str, int]]:
         """Score a model held in memory; returns task -> metric -> value, and task -> documents scored."""
         from lm_eval.evaluator import evaluate
