@@ -19,8 +19,11 @@ def _kind(kind: str, data: dict) -> str:
         what = "candidate (merge + score)" if data["subject"].startswith("candidate") else "member"
         return f"score {what}, {data['split']} split"
     if kind == "member_added":
-        return {"seed": "add seed (convert built-in once)", "lora": "LoRA fine-tune seed"}.get(
+        return {"seed": "add seed (convert built-in once)", "lora": "LoRA fine-tune (seed or mutation)",
+                "es": "noise-ES mutation (last iteration, save)"}.get(
             data["operator"], "write child to disk (mergekit run_merge)")
+    if kind == "es_iteration":
+        return "noise-ES iteration"
     return kind
 
 

@@ -156,10 +156,11 @@ def _leaderboard(args) -> int:
 
 
 def _select_score(store, loaded):
-    from evomerge import leaderboard
+    from evomerge.store import by_task, member_subject
 
-    by_name = {r.member: r.fitness for r in leaderboard.rows(store, loaded.pipeline, split="select")}
-    return lambda member_id: by_name.get(store.member(member_id).name)
+    fitness = loaded.pipeline.fitness
+    key = {"split": fitness.select.split, "limit": fitness.select.limit, "fewshot": fitness.num_fewshot}
+    return lambda member_id: fitness.weighted(by_task(store.scores(member_subject(member_id), **key)))
 
 
 def _member(store, name: Optional[str], loaded):
@@ -218,15 +219,15 @@ def _status(args) -> int:
     events = store.events(last=8)
     finished = bool(store.events(kind="run_finished"))
     gens = [g for g in range(1, pipe.generations + 1) if store.survivors(g) is not None]
-    score = _select_score(store, loaded)
     alive = [m for m in store.members() if m.state.value == "alive"]
     print(f"run        {args.run_dir} ({pipe.name}, seed {pipe.seed})")
     print(f"state      {'finished' if finished else 'in progress or stopped'}; generations done "
           f"{len(gens)}/{pipe.generations}; members {len(store.members())} ({len(alive)} alive)")
-    scored = [(score(m.id), m.name) for m in store.members() if score(m.id) is not None]
-    if scored:
-        best = max(scored)
-        print(f"best       {best[1]} select {best[0]:.4f}")
+    from evomerge import leaderboard
+
+    table = [r for r in leaderboard.rows(store, pipe, split="select") if r.fitness is not None]
+    if table:
+        print(f"best       {table[0].member} select {table[0].fitness:.4f}")
     started = store.events(kind="run_started")
     if started and not finished and events:
         cmax = pipe.children_per_generation * pipe.generations
