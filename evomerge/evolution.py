@@ -144,7 +144,7 @@ class Run:
         self._lora_member(seed.name, 0, parent, seed.lora, root=Path(self.loaded.population_file).parent)
 
     def _lora_member(self, name: str, generation: int, parent: MemberRecord, settings: LoraSettings, *,
-                     root: Path) -> int:
+                     root: Path, mutation_id: Optional[int] = None) -> int:
         """Fine-tune `parent` with LoRA (peft), save the merged model and the adapter (its recipe); returns its id."""
         from evomerge.mutation.lora import train_lora
 
@@ -168,6 +168,8 @@ class Run:
                 recipe=json.dumps({"parent": parent.name, "adapter": str(adapter.relative_to(self.dir)),
                                    "lora": params, "train_examples": len(pairs)}),
                 weights=str(out))
+            if mutation_id is not None:  # same transaction: a resume never finds the member without its mutation
+                self.store.set_mutation_child(mutation_id, mid)
             self.store.add_event("member_added", member=mid, name=name, operator="lora")
         self.reporter.log(f"{name}: LoRA fine-tune of {parent.name} on {source} ({settings.steps} steps)")
         return mid
@@ -273,12 +275,9 @@ class Run:
             return rec.child_id
         parent = self.store.member(parent_id)
         if operator.kind == "lora":
-            child = self._lora_member(name, gen, parent, operator, root=Path(self.loaded.pipeline_file).parent)
-        else:
-            child = self._es_member(rec, name, parent, operator)
-        with self.store.transaction():
-            self.store.set_mutation_child(rec.id, child)
-        return child
+            return self._lora_member(name, gen, parent, operator, root=Path(self.loaded.pipeline_file).parent,
+                                     mutation_id=rec.id)
+        return self._es_member(rec, name, parent, operator)
 
     def _es_member(self, rec, name: str, parent: MemberRecord, op: EsOperator) -> int:
         """Noise ES from `parent`, committing every iteration's seeds and coefficients; resumes by replaying them."""
@@ -316,6 +315,7 @@ class Run:
             mid = self.store.add_member(name=name, generation=rec.generation, operator="es", parents=(parent.id,),
                                         params=op.model_dump(mode="json"), recipe=json.dumps(recipe),
                                         weights=str(out))
+            self.store.set_mutation_child(rec.id, mid)
             self.store.add_event("member_added", member=mid, name=name, operator="es")
         self.reporter.log(f"{name}: ES from {parent.name}, {op.iterations} iterations of {op.pairs} pairs")
         return mid

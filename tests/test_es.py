@@ -96,3 +96,15 @@ def test_es_raises_a_synthetic_reward_within_a_few_iterations(tiny_models: Path)
     for it in range(6):
         iterate(params, reward, seeds=[1000 * it + k for k in range(8)], settings=settings)
     assert reward() > before + 0.5
+
+
+def test_loglik_reward_is_minus_the_model_loss_on_the_targets(tiny_models: Path):
+    """The reward projects to the vocabulary only at target positions; it must still be the usual token mean."""
+    from evomerge.mutation.lora import _batch
+
+    model, tok = _model(tiny_models), _tokenizer(tiny_models)
+    pairs = TARGET + [("Question: 3 + 4?\nAnswer:", " 7 and more")]
+    ids, labels, mask = _batch(tok, pairs, 96)
+    with torch.no_grad():
+        loss = float(model(input_ids=ids, attention_mask=mask, labels=labels).loss)
+    assert abs(loglik(model, tok, pairs)() + loss) < 1e-5

@@ -10,7 +10,8 @@ Differences from the ES-at-scale code, on purpose:
 - the update is accumulated in float32 whatever the model dtype, then rounded once into the weights.
 Low-rank noise (EGGROLL, arXiv 2511.16652): a matrix W (m×n) is perturbed by A·Bᵀ/√r with A (m×r), B (n×r) standard
 normal from the seed, so entries keep unit variance; the update Σ c_i A_i B_iᵀ is one matmul of rank P·r.
-Perturbation and restoration happen in place, tensor by tensor: the only extra memory is one tensor's noise.
+Perturbation, restoration and update happen in place, tensor by tensor and, for large tensors, in chunks of at most
+CHUNK elements: the extra memory is one chunk of noise and one float32 accumulator of the same size.
 
 A member made by ES is recorded as its parent plus, per iteration, the pair seeds and the shaped coefficients:
 `replay` repeats exactly the same floating-point operations (perturbations, restorations, updates), so it
@@ -65,10 +66,19 @@ def _factors(p, seed: int, index: int, rank: int):
     return a, b
 
 
-def _full(p, seed: int, index: int):
+def _chunks(p, seed: int, index: int):
+    """Full-rank noise for a tensor, as (flat slice of p, float32 noise for it) pairs: each chunk of CHUNK elements has
+    its own stream, seeded from (seed, tensor, chunk), so no buffer ever exceeds one chunk."""
     import torch
 
-    return torch.randn(p.shape, generator=_generator(seed, index, p.device), device=p.device, dtype=torch.float32)
+    flat = p.view(-1)
+    for k, start in enumerate(range(0, flat.numel(), CHUNK)):
+        part = flat[start:start + CHUNK]
+        g = _generator(seed, index * 65_536 + k, p.device)
+        yield part, torch.randn(part.shape, generator=g, device=p.device, dtype=torch.float32)
+
+
+CHUNK = 1 << 21  # 2M elements (8 MB of float32): the largest noise buffer full-rank ES ever holds
 
 
 def perturb(params: list, seed: int, scale: float, *, rank: Optional[int]) -> None:
@@ -81,11 +91,12 @@ def perturb(params: list, seed: int, scale: float, *, rank: Optional[int]) -> No
                 a, b = _factors(p, seed, index, rank)
                 p.addmm_(a.to(p.dtype), b.t().to(p.dtype), alpha=scale / math.sqrt(rank))
             else:
-                p.add_(_full(p, seed, index).to(p.dtype), alpha=scale)
+                for part, noise in _chunks(p, seed, index):
+                    part.add_(noise.to(p.dtype), alpha=scale)
 
 
 def update(params: list, record: IterationRecord, settings: EsSettings) -> None:
-    """θ += lr / (2P) · Σ_i c_i ε_i, accumulated in float32 per tensor and rounded once into θ."""
+    """θ += lr / (2P) · Σ_i c_i ε_i, accumulated in float32 chunk by chunk and rounded once into θ."""
     import torch
 
     step = settings.learning_rate / (2 * len(record.seeds))
@@ -96,16 +107,21 @@ def update(params: list, record: IterationRecord, settings: EsSettings) -> None:
             if _low_rank(p, settings.rank):
                 factors = [_factors(p, s, index, settings.rank) for s in record.seeds]
                 a = torch.cat([f[0] * c for f, c in zip(factors, record.coefficients)], dim=1)
+                a.mul_(step / math.sqrt(settings.rank))
                 b = torch.cat([f[1] for f in factors], dim=1)
-                acc = a @ b.t()
-                acc.mul_(step / math.sqrt(settings.rank))
+                rows = max(1, CHUNK // p.shape[1])
+                for start in range(0, p.shape[0], rows):  # Σ c_i A_i B_iᵀ, one block of rows at a time
+                    acc = a[start:start + rows] @ b.t()
+                    acc.add_(p[start:start + rows].float())
+                    p[start:start + rows].copy_(acc.to(p.dtype))
             else:
-                acc = torch.zeros(p.shape, dtype=torch.float32, device=p.device)
-                for s, c in zip(record.seeds, record.coefficients):
-                    acc.add_(_full(p, s, index), alpha=c)
-                acc.mul_(step)
-            acc.add_(p.float() if p.dtype != torch.float32 else p)
-            p.copy_(acc.to(p.dtype))
+                streams = [(_chunks(p, s, index), c) for s, c in zip(record.seeds, record.coefficients)]
+                for part in p.view(-1).split(CHUNK):
+                    acc = torch.zeros(part.shape, dtype=torch.float32, device=p.device)
+                    for stream, c in streams:
+                        acc.add_(next(stream)[1], alpha=c)
+                    acc.mul_(step).add_(part.float())
+                    part.copy_(acc.to(p.dtype))
 
 
 def shape(plus: list[float], minus: list[float], how: str) -> tuple[float, ...]:

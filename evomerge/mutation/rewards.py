@@ -20,11 +20,13 @@ def loglik(model, tokenizer, pairs: list[tuple[str, str]], *, max_length: int = 
     targets = labels[:, 1:]
     keep = targets != -100
 
+    decoder, head = model.get_decoder(), model.get_output_embeddings()
+
     def reward() -> float:
         with torch.no_grad():
-            logits = model(input_ids=input_ids, attention_mask=mask).logits[:, :-1].float()
-            # only the target positions: a log-softmax over the vocabulary there, nowhere else
-            picked = logits[keep]
+            hidden = decoder(input_ids=input_ids, attention_mask=mask).last_hidden_state[:, :-1]
+            # the vocabulary projection and its log-softmax only where a target token is predicted
+            picked = head(hidden[keep]).float()
             logp = picked.gather(-1, targets[keep].unsqueeze(-1)).squeeze(-1) - picked.logsumexp(-1)
         return float(logp.mean())
 
