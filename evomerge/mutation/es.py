@@ -83,16 +83,24 @@ CHUNK = 1 << 21  # 2M elements (8 MB of float32): the largest noise buffer full-
 
 def perturb(params: list, seed: int, scale: float, *, rank: Optional[int]) -> None:
     """θ_t += scale · ε_t for every tensor t, in place; ε regenerated from (seed, t)."""
+    perturb_many(params, [(seed, scale)], rank=rank)
+
+
+def perturb_many(params: list, terms: list[tuple[int, float]], *, rank: Optional[int]) -> None:
+    """θ_t += Σ scale_k · ε_t(seed_k) in one pass over the weights (low-rank: one matmul of rank r·len(terms))."""
     import torch
 
     with torch.no_grad():
         for index, p in enumerate(params):
             if _low_rank(p, rank):
-                a, b = _factors(p, seed, index, rank)
-                p.addmm_(a.to(p.dtype), b.t().to(p.dtype), alpha=scale / math.sqrt(rank))
+                factors = [(_factors(p, seed, index, rank), scale) for seed, scale in terms]
+                a = torch.cat([f[0] * scale for f, scale in factors], dim=1).to(p.dtype)
+                b = torch.cat([f[1] for f, _ in factors], dim=1).to(p.dtype)
+                p.addmm_(a, b.t(), alpha=1 / math.sqrt(rank))
             else:
-                for part, noise in _chunks(p, seed, index):
-                    part.add_(noise.to(p.dtype), alpha=scale)
+                for seed, scale in terms:
+                    for part, noise in _chunks(p, seed, index):
+                        part.add_(noise.to(p.dtype), alpha=scale)
 
 
 def update(params: list, record: IterationRecord, settings: EsSettings) -> None:
@@ -144,16 +152,27 @@ def shape(plus: list[float], minus: list[float], how: str) -> tuple[float, ...]:
     return tuple(float(x) for x in (f[:n] - f[n:]))
 
 
+def _walk(params: list, seeds: tuple[int, ...], settings: EsSettings, evaluate: Callable[[], None]) -> None:
+    """Visit θ + σε_i and θ - σε_i for every pair, calling `evaluate` at each; θ is restored at the end (up to
+    rounding). Restoring pair i and perturbing pair i+1 share one pass over the weights: 2P + 1 passes in all."""
+    sigma, rank = settings.sigma, settings.rank
+    previous = None
+    for s in seeds:
+        perturb_many(params, ([] if previous is None else [(previous, sigma)]) + [(s, sigma)], rank=rank)
+        evaluate()
+        perturb(params, s, -2 * sigma, rank=rank)
+        evaluate()
+        previous = s
+    if previous is not None:
+        perturb(params, previous, sigma, rank=rank)
+
+
 def iterate(params: list, reward: Callable[[], float], seeds: Iterable[int], settings: EsSettings) -> IterationRecord:
     """One ES iteration in place: evaluate every antithetic pair, then update. Returns its record for replay."""
     seeds = tuple(int(s) for s in seeds)
-    plus, minus = [], []
-    for s in seeds:
-        perturb(params, s, settings.sigma, rank=settings.rank)
-        plus.append(float(reward()))
-        perturb(params, s, -2 * settings.sigma, rank=settings.rank)
-        minus.append(float(reward()))
-        perturb(params, s, settings.sigma, rank=settings.rank)  # restore (up to rounding, which replay repeats)
+    rewards: list[float] = []
+    _walk(params, seeds, settings, lambda: rewards.append(float(reward())))
+    plus, minus = rewards[0::2], rewards[1::2]
     record = IterationRecord(seeds=seeds, coefficients=shape(plus, minus, settings.shaping),
                              rewards_plus=tuple(plus), rewards_minus=tuple(minus))
     update(params, record, settings)
@@ -163,10 +182,7 @@ def iterate(params: list, reward: Callable[[], float], seeds: Iterable[int], set
 def replay(params: list, records: Iterable[IterationRecord], settings: EsSettings) -> None:
     """Rebuild an ES member from its parent: the same perturbations, restorations and updates, no forward pass."""
     for record in records:
-        for s in record.seeds:
-            perturb(params, s, settings.sigma, rank=settings.rank)
-            perturb(params, s, -2 * settings.sigma, rank=settings.rank)
-            perturb(params, s, settings.sigma, rank=settings.rank)
+        _walk(params, tuple(record.seeds), settings, lambda: None)
         update(params, record, settings)
 
 
