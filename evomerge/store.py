@@ -367,6 +367,30 @@ class Store:
         rows = [(r[0], r[1], json.loads(r[2])) for r in self._conn.execute(sql, args)]
         return rows[::-1] if last else rows
 
+    # ------------------------------------------------------------ whole-run reads (reports)
+
+    def all_candidates(self) -> list[CandidateRecord]:
+        """Every CMA-ES candidate of the run, by crossover, iteration and index."""
+        return [_candidate(r) for r in
+                self._conn.execute("SELECT * FROM candidates ORDER BY crossover_id, iteration, idx")]
+
+    def mutations(self) -> list[MutationRecord]:
+        """Every mutation of the run; none in a run made before mutation existed (its file has no such table)."""
+        if not self._has_table("mutations"):
+            return []
+        return [MutationRecord(id=r["id"], generation=r["generation"], slot=r["slot"], parent_id=r["parent_id"],
+                               operator=json.loads(r["operator"]), child_id=r["child_id"])
+                for r in self._conn.execute("SELECT * FROM mutations ORDER BY id")]
+
+    def generations(self) -> dict[int, list[int]]:
+        """generation -> its survivors (member ids), for every finished generation."""
+        rows = self._conn.execute("SELECT generation, survivors FROM generations ORDER BY generation")
+        return {r[0]: json.loads(r[1]) for r in rows}
+
+    def _has_table(self, name: str) -> bool:
+        return self._conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone() \
+            is not None
+
 
 def _member(r: sqlite3.Row) -> MemberRecord:
     return MemberRecord(id=r["id"], name=r["name"], generation=r["generation"], operator=r["operator"],
