@@ -5,9 +5,31 @@ Each edge parent -> child carries the operator that made the child and the child
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from evomerge.store import MemberRecord, Store
+
+# Okabe-Ito colours (readable with every common colour-vision deficiency): one per operator, shared by the DOT
+# output, the HTML report and the plots so that an operator looks the same everywhere.
+OPERATOR_COLORS = {
+    "seed": "#555555",
+    "linear": "#0072B2",
+    "task_arithmetic": "#56B4E9",
+    "ties": "#009E73",
+    "dare_ties": "#8E9A2A",
+    "slerp": "#CC79A7",
+    "lora": "#E69F00",
+    "es": "#D55E00",
+}
+
+
+def operator_color(operator: str) -> str:
+    return OPERATOR_COLORS.get(operator, "#444444")
+
+
+def operator_kind(operator: str) -> str:
+    """seed, lora, es, or crossover (every merge method)."""
+    return operator if operator in ("seed", "lora", "es") else "crossover"
 
 
 def edge_label(child: MemberRecord, parent: MemberRecord) -> str:
@@ -43,11 +65,17 @@ def ancestors(store: Store, member: MemberRecord) -> list[MemberRecord]:
     return sorted(seen.values(), key=lambda m: (-m.generation, m.id))
 
 
-def text_tree(store: Store, member: MemberRecord, *, score: Callable[[int], Optional[float]]) -> str:
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
+def text_tree(store: Store, member: MemberRecord, *, score: Callable[[int], float | None],
+              report: Callable[[int], float | None] | None = None) -> str:
+    """`score` gives a member's select fitness; `report`, if given, its held-out report fitness."""
     def label(m: MemberRecord) -> str:
-        s = score(m.id)
         source = f" source={m.params['source']}" if m.operator == "seed" else ""
-        return f"{m.name} (gen {m.generation}, {m.state.value}{source}) select {'-' if s is None else f'{s:.4f}'}"
+        held_out = "" if report is None else f" report {_fmt(report(m.id))}"
+        return f"{m.name} (gen {m.generation}, {m.state.value}{source}) select {_fmt(score(m.id))}{held_out}"
 
     lines = [label(member)]
 
@@ -62,20 +90,27 @@ def text_tree(store: Store, member: MemberRecord, *, score: Callable[[int], Opti
     return "\n".join(lines)
 
 
-def dot(store: Store, member: MemberRecord, *, score: Callable[[int], Optional[float]]) -> str:
+def dot(store: Store, member: MemberRecord, *, score: Callable[[int], float | None],
+        report: Callable[[int], float | None] | None = None) -> str:
+    """Graphviz DOT: seeds on the left, edges coloured by operator, survivors bold, the others dashed."""
     def q(s: str) -> str:
         return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
-    out = ["digraph lineage {", "  rankdir=LR;", "  node [shape=box, fontname=Helvetica];"]
+    out = ["digraph lineage {", "  rankdir=LR;", "  node [shape=box, fontname=Helvetica];",
+           "  edge [fontname=Helvetica, fontsize=10];"]
     members = ancestors(store, member)
     for m in members:
-        s = score(m.id)
-        text = "\n".join([m.name, f"gen {m.generation} {m.operator}", "select " + ("-" if s is None else f"{s:.4f}")])
-        style = "" if m.state.value == "alive" else ", style=dashed"
+        lines = [m.name, f"gen {m.generation} {m.operator}", f"select {_fmt(score(m.id))}"]
+        if report is not None:
+            lines.append(f"report {_fmt(report(m.id))}")
+        style = ", style=bold" if m.state.value == "alive" else ", style=dashed"
+        text = "\n".join(lines)
         out.append(f"  {q(m.name)} [label={q(text)}{style}];")
     for m in members:
         for p in m.parents:
             parent = store.member(p)
-            out.append(f"  {q(parent.name)} -> {q(m.name)} [label={q(edge_label(m, parent))}];")
+            color = q(operator_color(m.operator))
+            out.append(f"  {q(parent.name)} -> {q(m.name)} [label={q(edge_label(m, parent))}, color={color}, "
+                       f"fontcolor={color}];")
     out.append("}")
     return "\n".join(out)
