@@ -1,4 +1,4 @@
-"""The `evomerge` command: run | resume | status | leaderboard | lineage | export.
+"""The `evomerge` command: run | resume | status | leaderboard | lineage | export | report.
 
 Heavy libraries (torch, transformers, mergekit, lm-eval) are imported only by the commands that compute, so
 `evomerge --help` and a config error answer at once. Usage errors exit with status 2 and create nothing.
@@ -48,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("run_dir", type=Path)
     r.add_argument("member")
     r.add_argument("out_dir", type=Path)
+
+    r = sub.add_parser("report", help="one self-contained HTML page: lineage tree, leaderboard, charts; or PNG plots")
+    r.add_argument("run_dir", type=Path)
+    r.add_argument("-o", "--output", type=Path, help="HTML file to write (default RUN_DIR/report.html)")
+    r.add_argument("--plots", type=Path, metavar="DIR",
+                   help="write the charts as PNG files into DIR (then the HTML only if -o is given too)")
     return p
 
 
@@ -155,11 +161,12 @@ def _leaderboard(args) -> int:
     return 0
 
 
-def _select_score(store, loaded):
+def _split_score(store, loaded, which: str = "select"):
     from evomerge.store import by_task, member_subject
 
     fitness = loaded.pipeline.fitness
-    key = {"split": fitness.select.split, "limit": fitness.select.limit, "fewshot": fitness.num_fewshot}
+    spec = getattr(fitness, which)
+    key = {"split": spec.split, "limit": spec.limit, "fewshot": fitness.num_fewshot}
     return lambda member_id: fitness.weighted(by_task(store.scores(member_subject(member_id), **key)))
 
 
@@ -184,7 +191,7 @@ def _lineage(args) -> int:
     store, loaded = _open(args.run_dir)
     member = _member(store, args.member, loaded)
     render = lineage.dot if args.format == "dot" else lineage.text_tree
-    print(render(store, member, score=_select_score(store, loaded)))
+    print(render(store, member, score=_split_score(store, loaded), report=_split_score(store, loaded, "report")))
     return 0
 
 
@@ -242,8 +249,32 @@ def _status(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    output = args.output
+    if output is None and args.plots is None:
+        output = args.run_dir / "report.html"
+    if output is not None and output.is_dir():
+        raise EvomergeError(f"-o {output} is a directory. Fix: give a file name, e.g. {output / 'report.html'}")
+    if args.plots is not None and args.plots.exists() and not args.plots.is_dir():
+        raise EvomergeError(f"--plots {args.plots} is a file. Fix: give a directory for the PNG files")
+    store, loaded = _open(args.run_dir)
+    from evomerge.report import collect, render_html
+
+    data = collect(store, loaded.pipeline, run_dir=args.run_dir.resolve())
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(render_html(data), encoding="utf-8")
+        print(f"wrote {output}")
+    if args.plots is not None:
+        from evomerge.report import plots
+
+        for path in plots.write_all(data, args.plots):
+            print(f"wrote {path}")
+    return 0
+
+
 _COMMANDS = {"run": _run, "resume": _resume, "status": _status, "leaderboard": _leaderboard,
-             "lineage": _lineage, "export": _export}
+             "lineage": _lineage, "export": _export, "report": _report}
 
 
 if __name__ == "__main__":
