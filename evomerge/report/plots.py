@@ -236,6 +236,8 @@ def write_all(data: dict[str, Any], out_dir: Path) -> list[Path]:
     """Every chart that has data, as out_dir/<chart>.png."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if not data["members"]:
+        return []
     written = [lineage(data, out_dir / "lineage.png"), fitness(data, out_dir / "fitness.png"),
                select_vs_report(data, out_dir / "select_vs_report.png")]
     if data["crossovers"]:

@@ -270,6 +270,10 @@
   }
 
   function tree() {
+    if (!MEMBERS.length) {
+      return el("section", { id: "lineage" }, el("h2", { text: "Lineage" }),
+        el("p", { class: "muted", text: "No members yet: the run has not added its seeds." }));
+    }
     const ncols = Math.max(...MEMBERS.map((m) => m.col)) + 1;
     const nrows = Math.max(...MEMBERS.map((m) => m.row), ...MEMBERS.flatMap((m) => m.edges.flatMap((e) => e.lanes.map((l) => l[1])))) + 1;
     const colGen = new Map(MEMBERS.map((m) => [m.col, m.generation]));
@@ -692,9 +696,11 @@
   const app = document.getElementById("app");
   app.appendChild(header());
   app.appendChild(tree());
-  paintNodes();
-  fitTree();
-  window.addEventListener("resize", fitTree);
+  if (treeSvg) {
+    paintNodes();
+    fitTree();
+    window.addEventListener("resize", fitTree);
+  }
   app.appendChild(leaderboard());
   app.appendChild(fitnessSection());
   for (const section of [cmaSection(), esSection()]) if (section) app.appendChild(section);
