@@ -366,9 +366,9 @@
       el("span", { class: "legend-item" }, "size ", zoomPicker),
       el("span", { class: "legend-item gradient" }, el("span", { id: "scale-lo" }), el("span", { class: "ramp" }), el("span", { id: "scale-hi" }), el("span", { id: "scale-name", class: "muted" })),
       ops.map((op) => el("span", { class: "legend-item" }, el("span", { class: "swatch line", "data-color": opColor(op) }), op)),
-      el("span", { class: "legend-item" }, el("span", { class: "mark-alive", text: "★" }), "alive (in the population)"),
+      el("span", { class: "legend-item" }, el("span", { class: "mark-alive", text: "★" }), "alive"),
       el("span", { class: "legend-item" }, el("span", { class: "mark-box retired" }), "retired"),
-      el("span", { class: "legend-item" }, el("span", { class: "mark-box intermediate" }), "intermediate (a merge then mutated)"));
+      el("span", { class: "legend-item" }, el("span", { class: "mark-box intermediate" }), "intermediate (merged, then mutated)"));
     paintSwatches(legend);
 
     const details = el("aside", { id: "details" }, el("p", { class: "muted", text: "Click a member in the tree or the leaderboard to see its recipe, parents, operator parameters and every score. Hover to trace its lineage." }));
