@@ -212,6 +212,9 @@ class PipelineConfig(_Frozen):
     seed: int = 0
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|mps)$")
+    engine: Literal["fast", "reference"] = Field(
+        "fast", description="fast: resident parents, fused merges, the evomerge-fast scorer; reference: mergekit's "
+                            "merge and lm-eval's HFLM for every candidate (slower; for debugging and comparison)")
 
     @model_validator(mode="after")
     def _breeding(self) -> "PipelineConfig":

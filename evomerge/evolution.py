@@ -17,6 +17,7 @@ from typing import Optional
 from evomerge.config import EsOperator, Loaded, LoraSettings, SeedMember, load_pipeline, load_pipeline_dict
 from evomerge.crossover import cma
 from evomerge.crossover.genome import Genome
+from evomerge.crossover.fast import ResidentMerge
 from evomerge.crossover.merge import load_into, merge_in_memory, merge_to_disk
 from evomerge.errors import EvomergeError
 from evomerge.fitness.lm_eval import Fitness
@@ -37,6 +38,7 @@ class Run:
         self.reporter = reporter or Reporter(quiet=True)
         self._fitness: Optional[Fitness] = None
         self._resident = None  # the one model candidates are written into, kept for the whole run
+        self._merger: Optional[tuple[int, ResidentMerge]] = None  # (crossover id, its parents held in memory)
         self._tokenizer = None
 
     # ------------------------------------------------------------ opening
@@ -78,7 +80,8 @@ class Run:
     def fitness(self) -> Fitness:
         if self._fitness is None:
             self._fitness = Fitness(self.cfg.fitness, include_paths=self.loaded.include_paths(),
-                                    device=self.cfg.device, pipeline_file=self.loaded.pipeline_file)
+                                    device=self.cfg.device, engine=self.cfg.engine,
+                                    pipeline_file=self.loaded.pipeline_file)
         return self._fitness
 
     # ------------------------------------------------------------ the loop
@@ -374,9 +377,7 @@ class Run:
         for cand in cands:
             if cand.fitness is not None:
                 continue
-            config = genome.merge_config(cand.params, paths=self._paths(rec.parents), base_path=self._base_path(),
-                                         dtype=self.cfg.dtype)
-            load_into(self._resident_model(), merge_in_memory(config, seed=self.cfg.seed, device=self.cfg.device))
+            self._write_candidate(rec, genome, cand.params)
             results, docs = self.fitness.evaluate(self._resident_model(), self._tok(), "select")
             value = self.cfg.fitness.weighted(results)
             with self.store.transaction():
@@ -394,7 +395,20 @@ class Run:
             self.store.add_event("cma_tell", crossover=rec.id, iteration=it, sigma=cma.sigma(state),
                                  best=max(c.fitness for c in cands))
 
+    def _write_candidate(self, rec: CrossoverRecord, genome: Genome, params: dict) -> None:
+        """Put a candidate's merge into the resident evaluation model."""
+        config = genome.merge_config(params, paths=self._paths(rec.parents), base_path=self._base_path(),
+                                     dtype=self.cfg.dtype)
+        if self.cfg.engine == "reference":
+            load_into(self._resident_model(), merge_in_memory(config, seed=self.cfg.seed, device=self.cfg.device))
+            return
+        if self._merger is None or self._merger[0] != rec.id:
+            self._merger = None  # one crossover's parents in memory at a time
+            self._merger = (rec.id, ResidentMerge(genome, config, seed=self.cfg.seed, device=self.cfg.device))
+        self._merger[1].write(params, self._resident_model())
+
     def _finish_crossover(self, rec: CrossoverRecord, genome: Genome, *, name: str) -> int:
+        self._merger = None
         cands = self.store.candidates(rec.id)
         best = max(cands, key=lambda c: (c.fitness, -c.id))
         out = self.dir / "members" / name

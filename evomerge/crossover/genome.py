@@ -8,6 +8,7 @@ mergekit-yaml reads gives exactly the merge that was scored.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Optional
 
@@ -15,6 +16,7 @@ from evomerge.config import BASE_METHODS, CrossoverSpec
 
 # Search bounds per parameter: weights may overshoot 1 (task vectors extrapolate), densities stay in (0, 1].
 BOUNDS = {"weight": (0.0, 1.5), "density": (0.05, 1.0), "t": (0.0, 1.0)}
+_LAYER = re.compile(r"model\.layers\.(\d+)\.")
 START = {"weight": 0.5, "density": 0.5, "t": 0.5}  # the middle of each range: no parent favoured
 
 
@@ -68,6 +70,13 @@ class Genome:
                 out[slot][n] = [round(min(hi, max(lo, float(v))), 6) for v in x[i:i + self.groups]]
                 i += self.groups
         return out
+
+    def group_of(self, tensor: str) -> int:
+        """The layer group whose parameters a tensor takes: the same rule as the `filter`s `_setting` writes."""
+        if self.spec.layer_group is None:
+            return 0
+        match = _LAYER.match(tensor)
+        return int(match.group(1)) // self.spec.layer_group if match else self.groups - 1
 
     def _setting(self, values: list[float]):
         if self.spec.layer_group is None:

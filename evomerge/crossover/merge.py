@@ -17,10 +17,9 @@ def _options(seed: int, device: str):
                         write_model_card=True, safe_serialization=True)
 
 
-def merge_in_memory(config, *, seed: int, device: str = "cpu") -> dict:
-    """The merged tensors of a `MergeConfiguration`, by name, without touching the disk."""
+def _executor(config, *, seed: int, device: str):
+    """mergekit's planner and executor for a configuration: (executor, {merge task: WeightInfo}, loader cache)."""
     import torch
-    import transformers
     from mergekit.architecture import get_architecture_info
     from mergekit.graph import Executor
     from mergekit.io.tasks import LoaderCache
@@ -29,18 +28,33 @@ def merge_in_memory(config, *, seed: int, device: str = "cpu") -> dict:
 
     config = config.model_copy(deep=True)  # the planner normalises the configuration in place
     options = _options(seed, device)
-    transformers.trainer_utils.set_seed(seed)  # as run_merge does: dare_ties draws its masks from torch's RNG
     arch = get_architecture_info(config, options)
     cache = LoaderCache()
     cache.setup(options=options)
     planner = MergePlanner(config, arch, options=options,
                            out_model_config=_model_out_config(config, arch, trust_remote_code=False))
     planner._plan()
-    names = {task: weight.name for weight, task in planner._tensors}
-    executor = Executor(list(names), math_device=torch.device(device), storage_device=torch.device(device))
-    out = {names[task]: value for task, value in executor.run(quiet=True)}
+    weights = {task: weight for weight, task in planner._tensors}
+    executor = Executor(list(weights), math_device=torch.device(device), storage_device=torch.device(device))
+    return executor, weights, cache
+
+
+def merge_in_memory(config, *, seed: int, device: str = "cpu") -> dict:
+    """The merged tensors of a `MergeConfiguration`, by name, without touching the disk."""
+    import transformers
+
+    executor, weights, cache = _executor(config, seed=seed, device=device)
+    transformers.trainer_utils.set_seed(seed)  # as run_merge does: dare_ties draws its masks from torch's RNG
+    out = {weights[task].name: value for task, value in executor.run(quiet=True)}
     cache.flush_all()
     return out
+
+
+def plan(config, *, seed: int, device: str = "cpu") -> list:
+    """The `WeightInfo` of every tensor mergekit's merge outputs, in the order its executor merges them."""
+    executor, weights, cache = _executor(config, seed=seed, device=device)
+    cache.flush_all()
+    return [weights[h.task()] for h in executor.schedule.tasks if h.task() in weights]
 
 
 def merge_to_disk(config, out_dir: Path, *, seed: int, device: str = "cpu") -> None:

@@ -23,12 +23,14 @@ class Fitness:
     """The pipeline's fitness tasks, loaded once; `evaluate` scores a model on the select or report split."""
 
     def __init__(self, spec: FitnessSpec, *, include_paths: list[str] = (), device: str = "cpu",
-                 pipeline_file: str = "<pipeline>") -> None:
+                 engine: str = "fast", pipeline_file: str = "<pipeline>") -> None:
         logging.getLogger("lm_eval").setLevel(logging.ERROR)
         from lm_eval.tasks import TaskManager
 
         self.spec = spec
         self.device = device
+        self.engine = engine
+        self._encoded: dict = {}  # tokenised (context, continuation) pairs, shared by every model scored
         self._file = pipeline_file
         self._paths = [str(TASKS_DIR), *include_paths]
         self._manager = TaskManager(include_path=self._paths, include_defaults=False)
@@ -115,8 +117,16 @@ class Fitness:
 
     def _lm(self, model, tokenizer):
         if id(model) not in self._lms:
-            self._lms[id(model)] = _quiet_hflm()(pretrained=model, tokenizer=tokenizer, device=self.device,
-                                        batch_size=self.spec.batch_size)
+            if self.engine == "fast":
+                from evomerge.fitness.fast_lm import FastLM
+
+                self._lms[id(model)] = _quiet(FastLM)(pretrained=model, tokenizer=tokenizer, device=self.device,
+                                                      batch_size=self.spec.batch_size, encode_cache=self._encoded)
+            else:
+                from lm_eval.models.huggingface import HFLM
+
+                self._lms[id(model)] = _quiet(HFLM)(pretrained=model, tokenizer=tokenizer, device=self.device,
+                                                    batch_size=self.spec.batch_size)
         return self._lms[id(model)]
 
     def release(self, model) -> None:
@@ -150,11 +160,10 @@ class Fitness:
         return pairs
 
 
-def _quiet_hflm():
-    """lm-eval's HFLM without its per-request progress bars: evomerge draws its own."""
-    from lm_eval.models.huggingface import HFLM
+def _quiet(cls):
+    """An lm-eval HF model class without its per-request progress bars: evomerge draws its own."""
 
-    class QuietHFLM(HFLM):
+    class Quiet(cls):
         def loglikelihood(self, requests, disable_tqdm: bool = False):
             return super().loglikelihood(requests, disable_tqdm=True)
 
@@ -164,7 +173,7 @@ def _quiet_hflm():
         def generate_until(self, requests, disable_tqdm: bool = False):
             return super().generate_until(requests, disable_tqdm=True)
 
-    return QuietHFLM
+    return Quiet
 
 
 def _read_task_config(manager, name: str) -> Optional[dict]:

@@ -1,0 +1,146 @@
+"""The fast paths equal the reference ones: ResidentMerge equals mergekit for every method, and the fast scorer's
+log-likelihoods and accuracies equal lm-eval's HFLM."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from evomerge.config import CrossoverSpec
+from evomerge.crossover.fast import ResidentMerge
+from evomerge.crossover.genome import Genome
+from evomerge.crossover.merge import merge_in_memory
+
+
+def _model(path: Path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+
+
+@pytest.mark.parametrize("method,search,layer_group", [
+    ("linear", ("weight",), None),
+    ("ties", ("weight", "density"), 2),
+    ("dare_ties", ("weight", "density"), None),
+    ("dare_ties", ("weight", "density"), 2),
+    ("task_arithmetic", ("weight",), 2),
+    ("slerp", ("weight",), 3),
+])
+def test_resident_merge_equals_mergekit(tiny_models: Path, method, search, layer_group):
+    models = tiny_models / "models"
+    genome = Genome(CrossoverSpec(method=method, search=search, layer_group=layer_group), ("a", "b"), num_layers=4)
+    paths = {"a": str(models / "a"), "b": str(models / "b")}
+
+    def config(x):
+        return genome.merge_config(genome.params(x), paths=paths, base_path=str(models / "base"), dtype="float32")
+
+    x0 = [0.2 + 0.6 * (i % 3) / 2 for i in range(genome.dim())]
+    fast = ResidentMerge(genome, config(x0), seed=7)
+    model = _model(models / "base")
+    # several candidates through the same resident parents, including densities clipped to 1 (no sparsification,
+    # and for dare_ties no random draws, which shifts mergekit's random stream for every later tensor)
+    for x in (x0, [1.3 - v for v in x0], [2.0 if i % 2 else 0.3 for i in range(genome.dim())]):
+        fast.write(genome.params(x), model)
+        reference = merge_in_memory(config(x), seed=7)
+        ours = dict(model.named_parameters())
+        assert reference.keys() <= ours.keys()
+        diff = max(float((ours[k] - v).abs().max()) for k, v in reference.items())
+        assert diff <= 1e-6, f"{method}: max abs diff {diff}"
+        base = _model(models / "base")
+        assert max(float((ours[k] - p).abs().max()) for k, p in base.named_parameters()) > 1e-4  # it did merge
+
+
+def test_ties_threshold_ties_follow_mergekits_argsort(tmp_path: Path):
+    """Task vectors with many equal magnitudes: where the k-th largest is tied, the kept entries are mergekit's."""
+    from conftest import make_model
+
+    for name, seed in (("base", 0), ("a", 1), ("b", 2)):
+        make_model(tmp_path / name, seed=0, layers=2)
+    # quantised deltas: every magnitude is one of four values, so thresholds are tied
+    from safetensors.torch import load_file, save_file
+
+    for name, seed in (("a", 1), ("b", 2)):
+        f = tmp_path / name / "model.safetensors"
+        tensors = load_file(f)
+        gen = torch.Generator().manual_seed(seed)
+        save_file({k: v + 0.01 * torch.randint(-2, 3, v.shape, generator=gen).float() for k, v in tensors.items()},
+                  f, metadata={"format": "pt"})
+    genome = Genome(CrossoverSpec(method="ties", search=("weight", "density")), ("a", "b"), num_layers=2)
+    paths = {"a": str(tmp_path / "a"), "b": str(tmp_path / "b")}
+    x = [0.7, 0.33, 0.4, 0.61]
+    config = genome.merge_config(genome.params(x), paths=paths, base_path=str(tmp_path / "base"), dtype="float32")
+    model = _model(tmp_path / "base")
+    ResidentMerge(genome, config, seed=0).write(genome.params(x), model)
+    reference = merge_in_memory(config, seed=0)
+    ours = dict(model.named_parameters())
+    assert max(float((ours[k] - v).abs().max()) for k, v in reference.items()) <= 1e-6
+
+
+def _lms(model_dir: Path):
+    from lm_eval.models.huggingface import HFLM
+
+    from evomerge.fitness.fast_lm import FastLM
+
+    model = _model(model_dir)
+    kwargs = dict(pretrained=model, device="cpu", batch_size=4)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    return FastLM(tokenizer=tok, **kwargs), HFLM(tokenizer=tok, **kwargs)
+
+
+def test_fast_scorer_equals_hflm(tiny_models: Path):
+    """Shared contexts, one- and many-token continuations, an empty context and a window longer than the model's."""
+    from lm_eval.api.instance import Instance
+
+    fast, ref = _lms(tiny_models / "models" / "a")
+    fast._max_length = ref._max_length = 40  # so that the long request below is truncated on the left
+    pairs = [("Question: What is 12 + 34?\nAnswer:", c) for c in (" 46", " 47", " 4", " 146 and more")]
+    pairs += [("Question: What is 3 + 4?\nAnswer:", " 7"), ("", "What is it?"),
+              ("Question: " + "12 + 34 " * 20 + "?\nAnswer:", " 46 46")]
+    requests = [Instance("loglikelihood", {}, p, i) for i, p in enumerate(pairs)]
+    ours, theirs = fast.loglikelihood(requests), ref.loglikelihood(requests)
+    assert len(ours) == len(pairs)
+    for (a, ga), (b, gb) in zip(ours, theirs):
+        assert abs(a - b) <= 1e-4 and ga == gb
+    rolling = [Instance("loglikelihood_rolling", {}, ("What is 12 + 34? " * 8,), 0)]
+    assert abs(fast.loglikelihood_rolling(rolling)[0] - ref.loglikelihood_rolling(rolling)[0]) <= 1e-4
+
+
+@pytest.mark.parametrize("task", ["evomerge_arith", "evomerge_arc_easy"])
+def test_fast_scorer_gives_hflms_accuracy_on_a_task(tiny_models: Path, task):
+    from evomerge.config import FitnessSpec
+    from evomerge.fitness.lm_eval import Fitness
+
+    spec = FitnessSpec.model_validate({"tasks": [{"task": task}], "select": {"split": "select", "limit": 30},
+                                       "report": {"split": "report", "limit": 30}})
+    fast, ref = _lms(tiny_models / "models" / "a")
+    fitness = Fitness(spec)
+    for lm in (fast, ref):
+        fitness._lms[id(lm.model)] = lm
+    ours = fitness.evaluate(fast.model, fast.tokenizer, "select")
+    theirs = fitness.evaluate(ref.model, ref.tokenizer, "select")
+    assert ours == theirs
+
+
+def test_fast_scorer_is_an_lm_eval_model(tiny_models: Path):
+    """Registered by name, so lm-eval's own entry points run any task on it; generate_until works too."""
+    import lm_eval
+    from lm_eval.api.instance import Instance
+    from lm_eval.api.registry import get_model
+    from lm_eval.tasks import TaskManager
+
+    from evomerge.fitness.fast_lm import FastLM
+    from evomerge.fitness.lm_eval import TASKS_DIR, _read_task_config
+
+    assert get_model("evomerge-fast") is FastLM
+    fast, ref = _lms(tiny_models / "models" / "b")
+    req = [Instance("generate_until", {}, ("Question: What is 12 + 34?\nAnswer:", {"until": ["\n"], "max_gen_toks": 8}),
+                    0)]
+    assert fast.generate_until(req) == ref.generate_until(req)
+    manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=False)
+    task = _read_task_config(manager, "evomerge_arith")  # its data files resolved against the YAML's folder
+    out = lm_eval.simple_evaluate(model="evomerge-fast", model_args=f"pretrained={tiny_models / 'models' / 'b'}",
+                                  device="cpu", tasks=[task], limit=5, task_manager=manager)
+    assert out["results"]["evomerge_arith"]["acc,none"] >= 0
