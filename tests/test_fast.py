@@ -122,6 +122,14 @@ def test_fast_scorer_gives_hflms_accuracy_on_a_task(tiny_models: Path, task):
     ours = fitness.evaluate(fast.model, fast.tokenizer, "select")
     theirs = fitness.evaluate(ref.model, ref.tokenizer, "select")
     assert ours == theirs
+    # requests are built once and reused: another model scored through the same Fitness gets the scores a fresh
+    # Fitness gives it, and the first model's scores do not change
+    other, _ = _lms(tiny_models / "models" / "b")
+    fresh = Fitness(spec)
+    fitness._lms[id(other.model)] = fresh._lms[id(other.model)] = other
+    assert fitness.evaluate(other.model, other.tokenizer, "select") == fresh.evaluate(other.model, other.tokenizer,
+                                                                                      "select")
+    assert fitness.evaluate(fast.model, fast.tokenizer, "select") == ours
 
 
 def test_fast_scorer_is_an_lm_eval_model(tiny_models: Path):

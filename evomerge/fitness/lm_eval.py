@@ -91,6 +91,7 @@ class Fitness:
             for task in loaded["tasks"].values():
                 task.set_config(key="num_fewshot", value=self.spec.num_fewshot)
                 task.set_fewshot_seed(seed=1234)
+                _build_requests_once(task)
             self._loaded[which] = loaded
         return self._loaded[which]
 
@@ -158,6 +159,27 @@ class Fitness:
                 target = task.doc_to_choice(doc)[target] if isinstance(target, int) else target
             pairs.append((task.doc_to_text(doc), f"{delim}{target}"))
         return pairs
+
+
+def _build_requests_once(task) -> None:
+    """lm-eval's `evaluate` rebuilds every request (templates, few-shot sampling) on every call; a crossover calls it
+    for every candidate on the same documents. Keep the first build's instances and hand them back with their
+    responses cleared (the only state `evaluate` leaves on them)."""
+    build = task.build_all_requests
+    built: dict[str, list] = {}
+
+    def once(**kwargs) -> None:
+        key = repr(sorted(kwargs.items()))
+        if key not in built:
+            build(**kwargs)
+            built[key] = list(task._instances)
+            return
+        for instance in built[key]:
+            instance.resps = []
+            instance.filtered_resps = {}
+        task._instances = list(built[key])
+
+    task.build_all_requests = once
 
 
 def _quiet(cls):
