@@ -238,15 +238,44 @@ def _status(args) -> int:
     started = store.events(kind="run_started")
     if started and not finished and events:
         cmax = pipe.children_per_generation * pipe.generations
-        done_children = len([m for m in store.members() if m.generation > 0])
+        done_children = len([m for m in store.members() if m.generation > 0 and m.state.value != "intermediate"])
         elapsed = events[-1][0] - started[0][0]
+        print(f"now        {_step(store, events[-1])} ({time.time() - events[-1][0]:.0f} s ago)")
         if done_children:
             eta = elapsed / done_children * (cmax - done_children)
             print(f"progress   {done_children}/{cmax} children; about {eta / 60:.0f} min left at this pace")
+        else:
+            print(f"progress   0/{cmax} children; no estimate before the first child")
+    print("last scores:")
+    for t, _, data in store.events(kind="scored", last=5):
+        print(f"  {time.strftime('%H:%M:%S', time.localtime(t))} {_subject(store, data['subject']):<24} "
+              f"{data['split']:<7} {data['fitness']:.4f}")
     print("last events:")
     for t, kind, data in events:
         print(f"  {time.strftime('%H:%M:%S', time.localtime(t))} {kind:<17} {json.dumps(data)[:100]}")
     return 0
+
+
+def _subject(store, subject: str) -> str:
+    kind, _, ident = subject.partition(":")
+    return store.member(int(ident)).name if kind == "member" else f"CMA-ES candidate {ident}"
+
+
+def _step(store, event: tuple[float, str, dict]) -> str:
+    """What the run is doing, read from its last event."""
+    _, kind, d = event
+    if kind in ("crossover_started", "cma_ask", "cma_tell") or (kind == "scored" and
+                                                                 d["subject"].startswith("candidate")):
+        return "crossover: scoring CMA-ES candidates (merge + select split)"
+    if kind == "es_iteration":
+        return f"noise-ES mutation: iteration {d['iteration'] + 1} done, mean reward {d['reward']:.4f}"
+    if kind == "scored":
+        return f"scoring members: {_subject(store, d['subject'])} done on {d['split']}"
+    if kind == "member_added":
+        return f"added {d['name']} ({d['operator']}); next: scoring, mutation or the next child"
+    if kind == "generation_done":
+        return f"generation {d['generation']} done; next generation"
+    return kind.replace("_", " ")
 
 
 def _report(args) -> int:

@@ -28,6 +28,9 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tiny_pipeline: Path, tmp
         if events_count(db) >= at:
             continue
         kills += run_and_kill(["resume", str(killed), "--quiet"], db, at)
+        status = evomerge("status", str(killed))  # what another terminal sees of a stopped run
+        assert status.returncode == 0 and "in progress or stopped" in status.stdout
+        assert "now " in status.stdout and "last scores:" in status.stdout
     assert kills >= 4, "the run finished before it could be killed often enough"
     result = evomerge("resume", str(killed), "--quiet")
     assert result.returncode == 0, result.stderr
