@@ -52,15 +52,16 @@ def _task_arithmetic(out: torch.Tensor, base: torch.Tensor, tvs: list[torch.Tens
 
 def _consensus(out: torch.Tensor, base: torch.Tensor, deltas: list[torch.Tensor], w: torch.Tensor,
                normalize: bool) -> None:
-    """TIES sign consensus ('sum' method) over weighted, sparsified deltas, as mergekit's get_mask and merge_group."""
+    """TIES sign consensus ('sum' method) over weighted, sparsified deltas, as mergekit's get_mask and merge_group.
+    sign(d) == majority is written as (d > 0 where the sum is >= 0, else d < 0): the same test, and it vectorises."""
     total = deltas[0]
     for d in deltas[1:]:
         total = total + d
-    majority = torch.where(total >= 0, 1.0, -1.0)
+    positive = total >= 0
     mixed = torch.zeros_like(base)
     divisor = torch.zeros_like(base)
     for i, d in enumerate(deltas):
-        agree = torch.sign(d) == majority
+        agree = torch.where(positive, d > 0, d < 0)
         mixed = mixed + torch.where(agree, d, 0.0)
         divisor = divisor + torch.where(agree, w[i], 0.0)
     if normalize:
