@@ -1,7 +1,7 @@
 """Cost of one CMA-ES candidate (merge + fitness): mergekit-evolve's on-disk path vs evomerge's fast path.
 
-    python benchmarks/candidate.py                     # SmolLM2-135M, TIES, 100 ARC-Easy documents, 3 rounds
-    python benchmarks/candidate.py --method linear     # any crossover method
+    python benchmarks/candidate.py                     # SmolLM2-135M, TIES, 100 arithmetic documents, bf16, 3 rounds
+    python benchmarks/candidate.py --task evomerge_arc_easy --dtype float32 --method linear
     python benchmarks/candidate.py --quick             # 10 documents, 1 round: a smoke test
     python benchmarks/candidate.py --shape 7b --device cuda --dtype bfloat16   # 7B-shaped random Llama on a GPU
 
@@ -32,8 +32,6 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-TASK = "evomerge_arc_easy"
 
 
 def _children(base_dir: Path, root: Path, dtype: torch.dtype) -> dict[str, str]:
@@ -102,28 +100,28 @@ def _sync(device: str) -> None:
 
 
 def _tokens_needed(fitness, lm, limit: int) -> tuple[int, int]:
-    """(tokens the model must run: each distinct context once plus continuations, continuation tokens scored)."""
+    """(tokens any exact scorer must run: the distinct prefixes of all inputs, positions it must project onto the
+    vocabulary: the distinct prefixes that predict a continuation token)."""
     task = next(iter(fitness._tasks_for("select")["tasks"].values()))
     task.build_all_requests(limit=limit, rank=0, world_size=1)
-    contexts, cont_tokens, run_tokens = set(), 0, 0
+    run, scored = set(), set()
     for inst in task.instances:
         ctx, cont = lm._encode_pair(*inst.args)
-        if tuple(ctx) not in contexts:
-            contexts.add(tuple(ctx))
-            run_tokens += len(ctx)
-        run_tokens += len(cont) - 1
-        cont_tokens += len(cont)
-    return run_tokens, cont_tokens
+        seq = tuple(ctx + cont)[:-1]
+        run.update(seq[:j] for j in range(1, len(seq) + 1))
+        scored.update(seq[:j] for j in range(len(ctx), len(seq) + 1))
+    return len(run), len(scored)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--method", default="ties", choices=["linear", "ties", "dare_ties", "task_arithmetic", "slerp"])
+    ap.add_argument("--task", default="evomerge_arith", help="a 4-choice task shipped with evomerge")
     ap.add_argument("--docs", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--shape", default="smollm2", choices=["smollm2", "7b"])
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
     ap.add_argument("--batch-size", type=int, default=16, help="lm-eval batch size, both paths")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
@@ -159,13 +157,13 @@ def main() -> None:
         configs = [genome.merge_config(genome.params(x), paths={"child-a": paths["child-a"], "child-b": paths["child-b"]},
                                        base_path=paths["base"], dtype=args.dtype) for x in xs]
 
-        fit_spec = FitnessSpec.model_validate({"tasks": [{"task": TASK}], "select": {"split": "select",
+        fit_spec = FitnessSpec.model_validate({"tasks": [{"task": args.task}], "select": {"split": "select",
                                                                                     "limit": args.docs},
                                                "report": {"split": "report", "limit": args.docs},
                                                "batch_size": args.batch_size})
         fitness = Fitness(fit_spec, device=args.device, engine="fast")
         manager = fitness._manager
-        task_cfg = {**_read_task_config(manager, TASK), "test_split": "select"}
+        task_cfg = {**_read_task_config(manager, args.task), "test_split": "select"}
 
         # (b) set-up, once per crossover: resident model, resident parents, compiled kernels, built tasks
         t0 = time.perf_counter()
@@ -188,7 +186,7 @@ def main() -> None:
             m = time.perf_counter()
             results, _ = fitness.evaluate(model, tok, "select")
             e = time.perf_counter()
-            return e - t, m - t, results[TASK]["acc"]
+            return e - t, m - t, results[args.task]["acc"]
 
         def theirs(config) -> tuple[float, float, float]:
             out = root / "merged"
@@ -203,7 +201,7 @@ def main() -> None:
             shutil.rmtree(out)
             LoaderCache().flush_all()
             e = time.perf_counter()
-            return e - t, m - t, res["results"][TASK]["acc,none"]
+            return e - t, m - t, res["results"][args.task]["acc,none"]
 
         rows = {"a": [], "b": []}
         for r in range(args.rounds):
@@ -250,7 +248,7 @@ def main() -> None:
         bf = statistics.median(fit_times)
         device = torch.cuda.get_device_name() if args.device.startswith("cuda") else \
             f"cpu ({torch.get_num_threads()} threads)"
-        print(f"\n{args.shape} {args.dtype} on {device}; {args.method} of two children over their base; {TASK} "
+        print(f"\n{args.shape} {args.dtype} on {device}; {args.method} of two children over their base; {args.task} "
               f"select, {args.docs} documents; lm-eval batch size {args.batch_size}; median of {args.rounds} "
               f"alternating rounds")
         print(f"\n{'per candidate':<44}{'seconds':>10}{'ratio':>10}")
