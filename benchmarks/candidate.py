@@ -122,7 +122,9 @@ def main() -> None:
     ap.add_argument("--shape", default="smollm2", choices=["smollm2", "7b"])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
-    ap.add_argument("--batch-size", type=int, default=16, help="lm-eval batch size, both paths")
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="(a)'s lm-eval batch size; default: none given, as mergekit-evolve's OnDiskMergeEvaluator "
+                         "(--batch-size unset), so lm-eval's HF model uses 1")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     if args.quick:
@@ -159,8 +161,7 @@ def main() -> None:
 
         fit_spec = FitnessSpec.model_validate({"tasks": [{"task": args.task}], "select": {"split": "select",
                                                                                     "limit": args.docs},
-                                               "report": {"split": "report", "limit": args.docs},
-                                               "batch_size": args.batch_size})
+                                               "report": {"split": "report", "limit": args.docs}})
         fitness = Fitness(fit_spec, device=args.device, engine="fast")
         manager = fitness._manager
         task_cfg = {**_read_task_config(manager, args.task), "test_split": "select"}
@@ -249,7 +250,7 @@ def main() -> None:
         device = torch.cuda.get_device_name() if args.device.startswith("cuda") else \
             f"cpu ({torch.get_num_threads()} threads)"
         print(f"\n{args.shape} {args.dtype} on {device}; {args.method} of two children over their base; {args.task} "
-              f"select, {args.docs} documents; lm-eval batch size {args.batch_size}; median of {args.rounds} "
+              f"select, {args.docs} documents; (a) lm-eval batch size {args.batch_size or '1 (unset)'}; median of {args.rounds} "
               f"alternating rounds")
         print(f"\n{'per candidate':<44}{'seconds':>10}{'ratio':>10}")
         print(f"{'(a) mergekit-evolve on-disk (merge+load+eval)':<44}{a:>10.3f}{1:>9.2f}x")
