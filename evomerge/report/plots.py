@@ -201,14 +201,19 @@ def cmaes(data: dict[str, Any], path: Path) -> Path:
         if curve:
             ax.step(*zip(*curve), where="post", color=_color(data, x["method"] or "linear"), lw=2, zorder=3)
         parents = " × ".join(by_id[p]["name"] for p in x["parents"])
-        ax.set_title(f"{child['name'] if child else 'in progress'} ← {parents}", fontsize=8)
-        ax.set_xlabel("merge scored", fontsize=7)
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
+        _panel(ax, f"{child['name'] if child else 'in progress'} ← {parents}", "merge scored")
     fig.suptitle(f"{data['run']['name']}: CMA-ES convergence (select fitness; line: best so far; ring: the child)",
                  fontsize=10)
     fig.savefig(path)
     return path
+
+
+def _panel(ax, title: str, xlabel: str) -> None:
+    """The small-multiple style shared by the CMA-ES and ES panels."""
+    ax.set_title(title, fontsize=8)
+    ax.set_xlabel(xlabel, fontsize=7)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
 
 
 def es(data: dict[str, Any], path: Path) -> Path:
@@ -222,10 +227,7 @@ def es(data: dict[str, Any], path: Path) -> Path:
                         color=_color(data, "es"), alpha=0.15, lw=0)
         ax.plot(its, [r["mean"] for r in mu["rewards"]], color=_color(data, "es"), lw=2, marker="o", ms=2.5)
         child = by_id.get(mu["child"])
-        ax.set_title(f"{child['name'] if child else 'in progress'} ← {by_id[mu['parent']]['name']}", fontsize=8)
-        ax.set_xlabel("iteration", fontsize=7)
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
+        _panel(ax, f"{child['name'] if child else 'in progress'} ← {by_id[mu['parent']]['name']}", "iteration")
     fig.suptitle(f"{data['run']['name']}: ES reward per iteration (mean; band: best to worst perturbation)",
                  fontsize=10)
     fig.savefig(path)
