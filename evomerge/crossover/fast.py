@@ -51,29 +51,43 @@ def _task_arithmetic(out: torch.Tensor, base: torch.Tensor, tvs: list[torch.Tens
 
 
 def _consensus(out: torch.Tensor, base: torch.Tensor, deltas: list[torch.Tensor], w: torch.Tensor,
-               normalize: bool) -> None:
+               inverse: Optional[torch.Tensor]) -> None:
     """TIES sign consensus ('sum' method) over weighted, sparsified deltas, as mergekit's get_mask and merge_group.
-    sign(d) == majority is written as (d > 0 where the sum is >= 0, else d < 0): the same test, and it vectorises."""
+    sign(d) == majority is written as (d > 0 where the sum is >= 0, else d < 0): the same test, and it vectorises.
+    `inverse` normalises: entry m is 1 / (summed weights of the parents in bit set m), or 1 where that sum is 0
+    (mergekit's divisor rule), so each element picks a reciprocal instead of dividing (within an ulp of dividing).
+    None: no normalisation (dare_ties)."""
     total = deltas[0]
     for d in deltas[1:]:
         total = total + d
     positive = total >= 0
-    mixed = torch.zeros_like(base)
-    divisor = torch.zeros_like(base)
-    for i, d in enumerate(deltas):
-        agree = torch.where(positive, d > 0, d < 0)
-        mixed = mixed + torch.where(agree, d, 0.0)
-        divisor = divisor + torch.where(agree, w[i], 0.0)
-    if normalize:
-        mixed = mixed / torch.where(divisor == 0, 1.0, divisor)
+    agree = [torch.where(positive, d > 0, d < 0) for d in deltas]
+    mixed = torch.where(agree[0], deltas[0], 0.0)
+    for a, d in zip(agree[1:], deltas[1:]):
+        mixed = mixed + torch.where(a, d, 0.0)
+    if inverse is not None:
+        mixed = mixed * _pick(agree, inverse, 0, 0)
     out.copy_(base + mixed)
 
 
+def _pick(agree: list[torch.Tensor], table: torch.Tensor, i: int, bits: int) -> torch.Tensor:
+    """table[sum of 2^i over the parents i that agree], as nested selects (traced once per parent count)."""
+    if i == len(agree):
+        return table[bits]
+    return torch.where(agree[i], _pick(agree, table, i + 1, bits | (1 << i)), _pick(agree, table, i + 1, bits))
+
+
+def _inverse_weights(w: list[float], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """1 / (sum of the weights in each subset of parents), 1 for a zero sum: `_consensus`'s `inverse` table."""
+    sums = torch.tensor([sum(w[i] for i in range(len(w)) if m >> i & 1) for m in range(2 ** len(w))], dtype=dtype)
+    return torch.where(sums == 0, 1.0, 1.0 / torch.where(sums == 0, 1.0, sums)).to(device)
+
+
 def _ties(out: torch.Tensor, base: torch.Tensor, tvs: list[torch.Tensor], ranks: list[torch.Tensor], k: torch.Tensor,
-          w: torch.Tensor) -> None:
+          w: torch.Tensor, inverse: torch.Tensor) -> None:
     """TIES: keep each task vector's k largest magnitudes (by mergekit's own argsort ranks), then sign consensus."""
     deltas = [torch.where(r < k[i], tv, 0.0) * w[i] for i, (tv, r) in enumerate(zip(tvs, ranks))]
-    _consensus(out, base, deltas, w, normalize=True)
+    _consensus(out, base, deltas, w, inverse)
 
 
 def _dare_kept_l1(tv: torch.Tensor, u: torch.Tensor, density: torch.Tensor) -> torch.Tensor:
@@ -84,7 +98,7 @@ def _dare_ties(out: torch.Tensor, base: torch.Tensor, tvs: list[torch.Tensor], u
                density: torch.Tensor, scale: torch.Tensor, w: torch.Tensor) -> None:
     """DARE: keep where the drawn uniform < density (torch.bernoulli's rule), rescale to the same L1, then TIES."""
     deltas = [(torch.where(u < density[i], tv, 0.0) * scale[i]) * w[i] for i, (tv, u) in enumerate(zip(tvs, us))]
-    _consensus(out, base, deltas, w, normalize=False)
+    _consensus(out, base, deltas, w, None)
 
 
 def _slerp(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, ca: torch.Tensor, cb: torch.Tensor) -> None:
@@ -220,7 +234,8 @@ class ResidentMerge:
         densities = self._values(params, "density", t.group, default=1.0)
         # mergekit's magnitude(): density >= 1 keeps the task vector as it is, else the max(1, int(d * n)) largest
         k = [t.numel if d >= 1 else max(1, int(d * t.numel)) for d in densities]
-        KERNELS["ties"](out, t.base, t.inputs, t.ranks, self._vec(k, torch.int32), self._vec(w, t.base.dtype))
+        KERNELS["ties"](out, t.base, t.inputs, t.ranks, self._vec(k, torch.int32), self._vec(w, t.base.dtype),
+                        _inverse_weights(w, t.base.dtype, self._device))
 
     def _dare(self, t: _Tensor, params: dict, out: torch.Tensor, cursor: int) -> int:
         w = self._values(params, "weight", t.group)
