@@ -11,7 +11,7 @@ Same process, same candidates, alternating rounds (a, b, a, b, ...), so that bot
     model loads the directory, `simple_evaluate` on the task, the directory is deleted. (mergekit-evolve itself does
     not start on a CPU-only install, so its two steps are called here directly; it loads the model in bfloat16,
     we give both paths the same dtype so that the work is identical.)
-(b) evomerge: `ResidentMerge.write` into the resident model, then `Fitness.evaluate` with the evomerge-fast scorer.
+(b) evomerge: `ResidentMerge.write` into the resident model, then `Scorer.evaluate` with the evomerge-fast scorer.
 
 The parents are two "children" of the base: the base plus Gaussian noise of 1% of each tensor's standard deviation
 (every tensor changes, as in a full fine-tune, so TIES has every task vector to sparsify). Then the merge alone
@@ -137,7 +137,7 @@ def main() -> None:
     from evomerge.crossover.fast import ResidentMerge
     from evomerge.crossover.genome import Genome
     from evomerge.crossover.merge import merge_to_disk
-    from evomerge.fitness.lm_eval import Fitness, _read_task_config
+    from evomerge.fitness.lm_eval import Scorer, _read_task_config
     from evomerge.models import load_model, load_tokenizer, resolve_model
 
     dtype = getattr(torch, args.dtype)
@@ -162,8 +162,8 @@ def main() -> None:
         fit_spec = FitnessSpec.model_validate({"tasks": [{"task": args.task}], "select": {"split": "select",
                                                                                     "limit": args.docs},
                                                "report": {"split": "report", "limit": args.docs}})
-        fitness = Fitness(fit_spec, device=args.device, engine="fast")
-        manager = fitness._manager
+        scorer = Scorer(fit_spec, device=args.device, engine="fast")
+        manager = scorer._manager
         task_cfg = {**_read_task_config(manager, args.task), "test_split": "select"}
 
         # (b) set-up, once per crossover: resident model, resident parents, compiled kernels, built tasks
@@ -174,7 +174,7 @@ def main() -> None:
         merger = ResidentMerge(genome, configs[0], seed=0, device=args.device)
         t2 = time.perf_counter()
         merger.write(genome.params(xs[0]), model)  # compiles the kernel (cached on disk by torch afterwards)
-        fitness.evaluate(model, tok, "select")  # builds the tasks and tokenises the requests
+        scorer.evaluate(model, tok, "select")  # builds the tasks and tokenises the requests
         t3 = time.perf_counter()
         setup = {"load resident model": t1 - t0, "resident parents (precompute)": t2 - t1,
                  "first candidate (compile, build tasks)": t3 - t2}
@@ -185,7 +185,7 @@ def main() -> None:
             merger.write(genome.params(x), model)
             _sync(args.device)
             m = time.perf_counter()
-            results, _ = fitness.evaluate(model, tok, "select")
+            results = scorer.evaluate(model, tok, "select").results
             e = time.perf_counter()
             return e - t, m - t, results[args.task]["acc"]
 
@@ -229,8 +229,8 @@ def main() -> None:
             merger.write(genome.params(x), model)
             _sync(args.device)
             merge_times.append(time.perf_counter() - t)
-        fast_lm = fitness._lm(model, tok)
-        run_tokens, cont_tokens = _tokens_needed(fitness, fast_lm, args.docs)
+        fast_lm = scorer._lm(model, tok)
+        run_tokens, cont_tokens = _tokens_needed(scorer, fast_lm, args.docs)
         body = numel - model.get_input_embeddings().weight.numel()  # the tied head is counted below
         flops = 2 * body * run_tokens + 2 * model_cfg.hidden_size * model_cfg.vocab_size * cont_tokens
         matmul = _matmul_flops(args.device, dtype, model_cfg.hidden_size, model_cfg.intermediate_size)
@@ -238,7 +238,7 @@ def main() -> None:
         for _ in range(3):
             _sync(args.device)
             t = time.perf_counter()
-            fitness.evaluate(model, tok, "select")
+            scorer.evaluate(model, tok, "select")
             _sync(args.device)
             fit_times.append(time.perf_counter() - t)
 

@@ -4,7 +4,7 @@
     python benchmarks/es_vs_lora.py --quick    # N = 2, 1 repeat: a smoke test
 
 Every cell runs in a fresh subprocess (`--one KIND N`), because peak RSS is per process; each child times one
-warm-up-then-repeats measurement on the same 16 evomerge_arith training pairs and prints one JSON line.
+warm-up-then-repeats measurement on the same 16 evomerge_arith training examples and prints one JSON line.
 Targets: ES peak memory <= 1.2x the forward run's; low-rank ES iteration time <= 1.3x N forward passes.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ KINDS = {"forward": "forward xN", "es-lowrank": "ES low-rank", "es-full": "ES fu
 MEM_TARGET, TIME_TARGET = 1.2, 1.3
 
 
-def _step(kind: str, n: int, model, tokenizer, pairs: list[tuple[str, str]]) -> Callable[[], None]:
+def _step(kind: str, n: int, model, tokenizer, examples: list[tuple[str, str]]) -> Callable[[], None]:
     """The work one iteration of `kind` does, as a zero-argument callable."""
     import numpy as np
     import torch
@@ -36,7 +36,7 @@ def _step(kind: str, n: int, model, tokenizer, pairs: list[tuple[str, str]]) -> 
     from evomerge.mutation.rewards import loglik
 
     if kind == "forward":
-        reward = loglik(model, tokenizer, pairs, max_length=MAX_LENGTH)
+        reward = loglik(model, tokenizer, examples, max_length=MAX_LENGTH)
 
         def forwards() -> None:
             for _ in range(n):
@@ -44,7 +44,7 @@ def _step(kind: str, n: int, model, tokenizer, pairs: list[tuple[str, str]]) -> 
 
         return forwards
     if kind in ("es-lowrank", "es-full"):
-        reward = loglik(model, tokenizer, pairs, max_length=MAX_LENGTH)
+        reward = loglik(model, tokenizer, examples, max_length=MAX_LENGTH)
         settings = es.EsSettings(sigma=0.001, learning_rate=0.0005, rank=4 if kind == "es-lowrank" else None,
                                  shaping="rank")
         params = es.es_parameters(model)
@@ -65,7 +65,7 @@ def _step(kind: str, n: int, model, tokenizer, pairs: list[tuple[str, str]]) -> 
         peft_model.train()
         optimiser = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-3)
         device = next(model.parameters()).device
-        input_ids, labels, mask = (t.to(device) for t in _batch(tokenizer, pairs, MAX_LENGTH))
+        input_ids, labels, mask = (t.to(device) for t in _batch(tokenizer, examples, MAX_LENGTH))
 
         def step() -> None:
             peft_model(input_ids=input_ids, attention_mask=mask, labels=labels).loss.backward()
@@ -76,7 +76,7 @@ def _step(kind: str, n: int, model, tokenizer, pairs: list[tuple[str, str]]) -> 
     raise ValueError(f"unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
 
 
-def measure_one(kind: str, n: int, *, repeats: int, pairs_file: Path) -> dict:
+def measure_one(kind: str, n: int, *, repeats: int, examples_file: Path) -> dict:
     """Time one cell in this process: load, one warm-up, `repeats` timed iterations; then read the peaks."""
     import torch
 
@@ -86,8 +86,8 @@ def measure_one(kind: str, n: int, *, repeats: int, pairs_file: Path) -> dict:
     path = resolve_model(MODEL)
     model = load_model(path, device="cuda" if cuda else "cpu")
     tokenizer = load_tokenizer(path)
-    pairs = [tuple(p) for p in json.loads(pairs_file.read_text())]
-    step = _step(kind, n, model, tokenizer, pairs)
+    examples = [tuple(p) for p in json.loads(examples_file.read_text())]
+    step = _step(kind, n, model, tokenizer, examples)
     times = []
     for i in range(repeats + 1):
         t0 = time.perf_counter()
@@ -101,8 +101,8 @@ def measure_one(kind: str, n: int, *, repeats: int, pairs_file: Path) -> dict:
             "cuda_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None}
 
 
-def _run_child(kind: str, n: int, *, repeats: int, pairs_file: Path) -> dict:
-    cmd = [sys.executable, __file__, "--one", kind, str(n), "--repeats", str(repeats), "--pairs", str(pairs_file)]
+def _run_child(kind: str, n: int, *, repeats: int, examples_file: Path) -> dict:
+    cmd = [sys.executable, __file__, "--one", kind, str(n), "--repeats", str(repeats), "--examples", str(examples_file)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{kind} N={n} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -125,28 +125,28 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="N = 2 and 1 repeat: a smoke test")
     parser.add_argument("--one", nargs=2, metavar=("KIND", "N"), help="internal: measure one cell, print JSON")
-    parser.add_argument("--pairs", type=Path, help="internal: JSON file of the (prompt, completion) batch")
+    parser.add_argument("--examples", type=Path, help="internal: JSON file of the (prompt, completion) batch")
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure_one(args.one[0], int(args.one[1]), repeats=args.repeats, pairs_file=args.pairs)))
+        print(json.dumps(measure_one(args.one[0], int(args.one[1]), repeats=args.repeats, examples_file=args.examples)))
         return
 
     import torch
 
     from evomerge.config import FitnessSpec, TaskSpec
-    from evomerge.fitness.lm_eval import Fitness
+    from evomerge.fitness.lm_eval import Scorer
 
     sizes, repeats = ((2,), 1) if args.quick else ((8, 16, 32), args.repeats)
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
-    print(f"device: {device}   torch {torch.__version__}   model {MODEL}   batch {BATCH} pairs   "
+    print(f"device: {device}   torch {torch.__version__}   model {MODEL}   batch {BATCH} examples   "
           f"median of {repeats} after 1 warm-up", flush=True)
-    pairs = Fitness(FitnessSpec(tasks=(TaskSpec(task="evomerge_arith"),))).train_pairs("evomerge_arith")[:BATCH]
+    examples = Scorer(FitnessSpec(tasks=(TaskSpec(task="evomerge_arith"),))).train_examples("evomerge_arith")[:BATCH]
     with tempfile.TemporaryDirectory() as tmp:
-        pairs_file = Path(tmp) / "pairs.json"
-        pairs_file.write_text(json.dumps(pairs))
-        cells = {(k, n): _run_child(k, n, repeats=repeats, pairs_file=pairs_file)
+        examples_file = Path(tmp) / "examples.json"
+        examples_file.write_text(json.dumps(examples))
+        cells = {(k, n): _run_child(k, n, repeats=repeats, examples_file=examples_file)
                  for n in sizes for k in KINDS if k != "lora"}
-        cells["lora", 1] = _run_child("lora", 1, repeats=repeats, pairs_file=pairs_file)
+        cells["lora", 1] = _run_child("lora", 1, repeats=repeats, examples_file=examples_file)
 
     cuda_head = f" {'CUDA MiB':>9} {'x fwd':>7}" if cells["forward", sizes[0]]["cuda_mib"] is not None else ""
     print(f"\n{'':<14} {'N':>3} {'s/iter':>9} {'x fwd':>7} {'RSS MiB':>8} {'x fwd':>7}{cuda_head}")

@@ -11,7 +11,7 @@ import argparse
 from collections import defaultdict
 from pathlib import Path
 
-from evomerge.store import Store
+from evomerge.store import open_store
 
 
 def _kind(kind: str, data: dict) -> str:
@@ -31,7 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     args = parser.parse_args()
-    events = Store.open(args.run_dir).events()
+    events = open_store(args.run_dir).events()
     totals: dict[str, list[float]] = defaultdict(list)
     for (t0, _, _), (t1, kind, data) in zip(events, events[1:]):
         totals[_kind(kind, data)].append(t1 - t0)

@@ -131,14 +131,11 @@ def _advance(run, args) -> int:
 
 
 def _open(run_dir: Path):
-    from evomerge.config import load_pipeline_dict
-    from evomerge.store import Store
+    from evomerge.evolution import open_config
+    from evomerge.store import open_store
 
-    store = Store.open(run_dir)
-    stored = store.config()
-    loaded = load_pipeline_dict(stored, pipeline_file=stored["pipeline_file"],
-                                population_file=stored["population_file"])
-    return store, loaded
+    store = open_store(run_dir)
+    return store, open_config(store)
 
 
 def _leaderboard(args) -> int:
@@ -148,7 +145,7 @@ def _leaderboard(args) -> int:
     table = leaderboard.rows(store, loaded.pipeline, split=args.split)
     names = [t.task for t in loaded.pipeline.fitness.tasks]
     if args.format == "table":
-        spec = getattr(loaded.pipeline.fitness, args.split)
+        spec = loaded.pipeline.fitness.split(args.split)
         weights = ", ".join(f"{t.task} {t.metric} ×{t.weight:g}" for t in loaded.pipeline.fitness.tasks)
         leaderboard.print_table(
             table, split=args.split, task_names=names,
@@ -162,12 +159,10 @@ def _leaderboard(args) -> int:
 
 
 def _split_score(store, loaded, which: str = "select"):
-    from evomerge.store import by_task, member_subject
+    from evomerge.scores import ScoreBoard
 
-    fitness = loaded.pipeline.fitness
-    spec = getattr(fitness, which)
-    key = {"split": spec.split, "limit": spec.limit, "fewshot": fitness.num_fewshot}
-    return lambda member_id: fitness.weighted(by_task(store.scores(member_subject(member_id), **key)))
+    board = ScoreBoard(store, loaded.pipeline.fitness)
+    return lambda member_id: board.member(member_id, which).weighted
 
 
 def _member(store, name: Optional[str], loaded):
@@ -202,19 +197,23 @@ def _export(args) -> int:
     member = _member(store, args.member, loaded)
     _quiet_libraries()
     from evomerge.evolution import Run
+    from evomerge.registry import MERGE_METHODS
 
     run = Run.resume(args.run_dir)
-    source = Path(run.materialise(member))
     tmp = args.out_dir.with_name(".tmp-" + args.out_dir.name)
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(source, tmp, ignore=shutil.ignore_patterns(".tmp-*"))
-    if member.operator in ("seed", "lora"):
-        (tmp / "evomerge_recipe.json").write_text(json.dumps(json.loads(member.recipe), indent=2) + "\n")
-    else:
-        (tmp / "mergekit_config.yml").write_text(run.merge_config(member).to_yaml())  # parents at their paths now
-    tmp.rename(args.out_dir)
+    try:
+        shutil.copytree(run.artifacts.materialise(member), tmp, ignore=shutil.ignore_patterns(".tmp-*"))
+        if member.operator in MERGE_METHODS:  # the merge as mergekit rebuilds it, parents at their paths now
+            (tmp / "mergekit_config.yml").write_text(run.artifacts.merge_config(member).to_yaml())
+        else:
+            (tmp / "evomerge_recipe.json").write_text(json.dumps(json.loads(member.recipe), indent=2) + "\n")
+        tmp.rename(args.out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        run.artifacts.discard_rebuilt()
     print(f"exported {member.name} to {args.out_dir}")
-    if member.operator not in ("seed", "lora"):
+    if member.operator in MERGE_METHODS:
         print(f"rebuild it with: mergekit-yaml {args.out_dir / 'mergekit_config.yml'} OUT_DIR"
               f" --random-seed {member.params.get('seed', 0)}")
     return 0
@@ -232,9 +231,9 @@ def _status(args) -> int:
           f"{len(gens)}/{pipe.generations}; members {len(store.members())} ({len(alive)} alive)")
     from evomerge import leaderboard
 
-    table = [r for r in leaderboard.rows(store, pipe, split="select") if r.fitness is not None]
+    table = [r for r in leaderboard.rows(store, pipe, split="select") if r.score is not None]
     if table:
-        print(f"best       {table[0].member} select {table[0].fitness:.4f}")
+        print(f"best       {table[0].member} select {table[0].score:.4f}")
     started = store.events(kind="run_started")
     if started and not finished and events:
         cmax = pipe.children_per_generation * pipe.generations
@@ -249,11 +248,15 @@ def _status(args) -> int:
     print("last scores:")
     for t, _, data in store.events(kind="scored", last=5):
         print(f"  {time.strftime('%H:%M:%S', time.localtime(t))} {_subject(store, data['subject']):<24} "
-              f"{data['split']:<7} {data['fitness']:.4f}")
+              f"{data['split']:<7} {_score(data.get('score'))}")
     print("last events:")
     for t, kind, data in events:
         print(f"  {time.strftime('%H:%M:%S', time.localtime(t))} {kind:<17} {json.dumps(data)[:100]}")
     return 0
+
+
+def _score(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def _subject(store, subject: str) -> str:

@@ -5,42 +5,54 @@ names a population and says how to evolve it. Every error names the file, the ke
 """
 from __future__ import annotations
 
+import importlib
+import sys
 from pathlib import Path
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from evomerge.errors import ConfigError
+from evomerge.registry import EXECUTORS, MERGE_METHODS, MUTATION_OPERATORS, PARENT_SELECTORS, SURVIVOR_SELECTORS, Registry
 
 BUILTIN_MODELS = ("smollm2-135m-instruct",)
-MERGE_METHODS = ("linear", "ties", "dare_ties", "task_arithmetic", "slerp")
-# Methods that add task vectors (member - base) and so need the population's base model.
-BASE_METHODS = ("ties", "dare_ties", "task_arithmetic")
 
 
-class _Frozen(BaseModel):
+class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+_Finite = dict(allow_inf_nan=False)  # a weight, rate or scale of inf or nan is refused where it is read
 
 
 # ---------------------------------------------------------------- population file
 
 
-class LoraSettings(_Frozen):
+class LoraSettings(Frozen):
     """A short LoRA fine-tune (peft). Data: the training split of an lm-eval task, or a JSONL file of
     {"prompt", "completion"} objects (relative to the file that names it)."""
 
     task: Optional[str] = Field(None, description="lm-eval task whose training split is the data")
-    data: Optional[str] = Field(None, description="JSONL file of prompt/completion pairs")
+    data: Optional[str] = Field(None, description="JSONL file of prompt/completion examples")
     steps: int = Field(60, gt=0)
-    learning_rate: float = Field(1e-3, gt=0)
+    learning_rate: float = Field(1e-3, gt=0, **_Finite)
     batch_size: int = Field(8, gt=0)
     max_length: int = Field(96, gt=8, description="tokens per example, prompt + completion")
     r: int = Field(8, gt=0)
     alpha: int = Field(16, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-    seed: int = 0
+    seed: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _one_data_source(self) -> "LoraSettings":
@@ -55,7 +67,7 @@ class LoraSpec(LoraSettings):
     parent: str = Field(description="name of the member to fine-tune")
 
 
-class SeedMember(_Frozen):
+class SeedMember(Frozen):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
     model: Optional[str] = Field(None, description="local HF model directory, or a built-in model name")
     lora: Optional[LoraSpec] = None
@@ -67,7 +79,7 @@ class SeedMember(_Frozen):
         return self
 
 
-class PopulationConfig(_Frozen):
+class PopulationConfig(Frozen):
     name: str
     base_model: str = Field(description="name of the member whose weights task-vector methods subtract")
     members: tuple[SeedMember, ...] = Field(min_length=1)
@@ -76,52 +88,78 @@ class PopulationConfig(_Frozen):
 # ---------------------------------------------------------------- pipeline file
 
 
-class Tournament(_Frozen):
-    kind: Literal["tournament"]
-    k: int = Field(2, ge=1)
+class KindSettings(Frozen):
+    """The settings of a registered class (a selector, an executor, a mutation operator): `kind` names the class,
+    whose `Settings` model validates the rest."""
+
+    kind: str
 
 
-class Uniform(_Frozen):
-    kind: Literal["uniform"]
+class OperatorSettings(KindSettings):
+    """A mutation operator's settings: the operator's own fields plus its relative chance among the operators."""
+
+    weight: float = Field(1.0, gt=0, description="relative chance of this operator among the mutation operators",
+                          **_Finite)
 
 
-class CmaSpec(_Frozen):
-    sigma0: float = Field(0.25, gt=0, description="initial step size, in parameter units")
+def _registered(registry: Registry, *, shorthand: bool = False):
+    """A pydantic validator for a `{kind: NAME, ...}` block: the class registered as NAME validates it with its
+    `Settings` model, so that errors keep their key path. `shorthand` also accepts the bare name."""
+    def validate(value: Any) -> KindSettings:
+        if isinstance(value, KindSettings):
+            return value
+        if shorthand and isinstance(value, str):
+            value = {"kind": value}
+        if not isinstance(value, dict) or not isinstance(value.get("kind"), str):
+            raise ValueError(f"expected a mapping with `kind` (one of: {', '.join(registry.names())})")
+        return registry.get(value["kind"]).Settings.model_validate(value)
+
+    return PlainValidator(validate, json_schema_input_type=dict)
+
+
+class CmaSpec(Frozen):
+    sigma0: float = Field(0.25, gt=0, description="initial step size, in parameter units", **_Finite)
     popsize: int = Field(4, ge=2, description="proposals per CMA-ES iteration")
     budget: int = Field(8, ge=1, description="merges evaluated per crossover")
 
 
-class CrossoverSpec(_Frozen):
-    method: Literal["linear", "ties", "dare_ties", "task_arithmetic", "slerp"]
-    search: tuple[Literal["weight", "density"], ...] = ("weight",)
+class CrossoverSpec(Frozen):
+    method: str = Field(description="a registered merge method (evomerge.registry.MERGE_METHODS)")
+    search: tuple[str, ...] = ("weight",)
     layer_group: Optional[int] = Field(
         None, ge=1, description="one parameter set per group of N layers; omit for one set per parent"
     )
     cma: CmaSpec = CmaSpec()
 
+    @field_validator("method")
+    @classmethod
+    def _known(cls, method: str) -> str:
+        MERGE_METHODS.get(method)
+        return method
+
     @model_validator(mode="after")
     def _method_params(self) -> "CrossoverSpec":
-        if "density" in self.search and self.method not in ("ties", "dare_ties"):
-            raise ValueError(f"`density` is searched only by ties and dare_ties, not by {self.method}")
-        if self.method == "slerp" and self.search != ("weight",):
-            raise ValueError("slerp has one parameter, the interpolation factor t: use search: [weight]")
         if len(set(self.search)) != len(self.search):
             raise ValueError("a parameter is listed twice in `search`")
+        MERGE_METHODS.get(self.method).check_search(self.search)
         return self
 
 
-class SplitSpec(_Frozen):
+class SplitSpec(Frozen):
     split: str = Field(description="split name in the task's data files (select / report for shipped tasks)")
     limit: Optional[int] = Field(None, gt=0, description="first N documents; omit for all")
 
 
-class TaskSpec(_Frozen):
+class TaskSpec(Frozen):
     task: str = Field(description="lm-eval task name (shipped with evomerge, or in an include_path folder)")
-    weight: float = Field(1.0, gt=0)
+    weight: float = Field(1.0, gt=0, **_Finite)
     metric: str = "acc"
 
 
-class FitnessSpec(_Frozen):
+class FitnessSpec(Frozen):
+    """What a member is scored on: lm-eval tasks with weights, a select split for selection and a held-out report
+    split for the leaderboard."""
+
     tasks: tuple[TaskSpec, ...] = Field(min_length=1)
     select: SplitSpec = SplitSpec(split="select")
     report: SplitSpec = SplitSpec(split="report")
@@ -130,12 +168,19 @@ class FitnessSpec(_Frozen):
     include_path: tuple[str, ...] = Field((), description="extra folders of lm-eval task YAML, relative to this file")
 
     def weighted(self, results: dict[str, dict[str, float]]) -> Optional[float]:
-        """The pipeline's fitness: the weighted mean of each task's chosen metric; None if one is missing."""
+        """The weighted mean of each task's chosen metric; None if one is missing. The only place it is computed."""
         try:
             values = [t.weight * results[t.task][t.metric] for t in self.tasks]
         except KeyError:
             return None
         return sum(values) / sum(t.weight for t in self.tasks)
+
+    def split(self, which: str) -> SplitSpec:
+        """The select or the report split."""
+        splits = {"select": self.select, "report": self.report}
+        if which not in splits:
+            raise ValueError(f"unknown split {which!r}: use one of {', '.join(splits)}")
+        return splits[which]
 
     @model_validator(mode="after")
     def _disjoint(self) -> "FitnessSpec":
@@ -148,73 +193,38 @@ class FitnessSpec(_Frozen):
         return self
 
 
-class LoraOperator(LoraSettings):
-    """Mutation by LoRA fine-tune. Defaults keep the adapter (the member's recipe) under 1 MB for SmolLM2-135M."""
-
-    kind: Literal["lora"]
-    weight: float = Field(1.0, gt=0, description="relative chance of this operator among the mutation operators")
-    steps: int = Field(20, gt=0)
-    r: int = Field(4, gt=0)
-    alpha: int = Field(8, gt=0)
-    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+SPLITS = ("select", "report")
 
 
-class RewardSpec(_Frozen):
-    kind: Literal["loglik", "exact_match", "select"] = Field(
-        "loglik", description="loglik: mean log-prob of train targets; exact_match: greedy answers on a train batch; "
-                              "select: the pipeline's lm-eval select fitness")
-    task: Optional[str] = Field(None, description="lm-eval task whose training split gives the batches")
-    data: Optional[str] = Field(None, description="JSONL file of prompt/completion pairs")
-    batch_size: int = Field(16, gt=0, description="pairs per iteration, drawn anew each iteration")
-    max_new_tokens: int = Field(8, gt=0, description="exact_match only")
-
-    @model_validator(mode="after")
-    def _source(self) -> "RewardSpec":
-        if self.kind == "select":
-            if self.task or self.data:
-                raise ValueError("the select reward uses the pipeline's fitness tasks: drop `task` and `data`")
-        elif (self.task is None) == (self.data is None):
-            raise ValueError(f"a {self.kind} reward needs exactly one of `task` or `data`")
-        return self
-
-
-class EsOperator(_Frozen):
-    """Mutation by noise Evolution Strategies: forward passes only; recipe = seeds and coefficients."""
-
-    kind: Literal["es"]
-    weight: float = Field(1.0, gt=0, description="relative chance of this operator among the mutation operators")
-    iterations: int = Field(10, gt=0)
-    pairs: int = Field(8, gt=0, description="antithetic pairs per iteration (2x forward evaluations)")
-    sigma: float = Field(0.001, gt=0, description="noise scale, in weight units")
-    learning_rate: float = Field(0.0005, gt=0)
-    shaping: Literal["rank", "zscore"] = "rank"
-    rank: Optional[int] = Field(4, ge=1, description="low-rank noise A·Bᵀ/√r for matrices (EGGROLL); null: full rank")
-    reward: RewardSpec
-
-
-class MutationSpec(_Frozen):
+class MutationSpec(Frozen):
     rate: float = Field(ge=0, le=1, description="probability that a child is mutated")
-    operators: tuple[Annotated[Union[LoraOperator, EsOperator], Field(discriminator="kind")], ...] = Field(min_length=1)
+    operators: tuple[Annotated[SerializeAsAny[OperatorSettings], _registered(MUTATION_OPERATORS)], ...] = Field(min_length=1)
 
 
-class PipelineConfig(_Frozen):
+class PipelineConfig(Frozen):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
     population: str = Field(description="population file, relative to this file")
+    plugins: tuple[str, ...] = Field((), description="modules imported first: they register merge methods, mutation "
+                                                     "operators, selectors... (found next to this file too)")
     generations: int = Field(ge=1)
     population_size: int = Field(ge=1, description="survivors kept after each generation")
     children_per_generation: int = Field(ge=1)
     parents_per_child: int = Field(2, ge=1, description="parents of a crossover; a mutation-only child has one")
-    parent_selection: Annotated[Union[Tournament, Uniform], Field(discriminator="kind")] = Tournament(kind="tournament")
-    survivor_selection: Literal["elitist"] = "elitist"
+    parent_selection: Annotated[SerializeAsAny[KindSettings], _registered(PARENT_SELECTORS)] = Field(
+        default_factory=lambda: PARENT_SELECTORS.get("tournament").Settings(kind="tournament"))
+    survivor_selection: Annotated[SerializeAsAny[KindSettings], _registered(SURVIVOR_SELECTORS, shorthand=True)] = Field(
+        default_factory=lambda: SURVIVOR_SELECTORS.get("elitist").Settings(kind="elitist"))
     crossover: Optional[CrossoverSpec] = None
     mutation: Optional[MutationSpec] = None
     fitness: FitnessSpec
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|mps)$")
     engine: Literal["fast", "reference"] = Field(
         "fast", description="fast: resident parents, fused merges, the evomerge-fast scorer; reference: mergekit's "
                             "merge and lm-eval's HFLM for every candidate (slower; for debugging and comparison)")
+    executor: Annotated[SerializeAsAny[KindSettings], _registered(EXECUTORS)] = Field(
+        default_factory=lambda: EXECUTORS.get("serial").Settings(kind="serial"))
 
     @model_validator(mode="after")
     def _breeding(self) -> "PipelineConfig":
@@ -222,15 +232,15 @@ class PipelineConfig(_Frozen):
             raise ValueError("give `crossover`, `mutation` or both: children need an operator")
         if self.crossover is None and self.mutation.rate != 1:
             raise ValueError("without crossover every child is a mutant of one parent: set mutation.rate: 1")
-        if self.crossover is not None and self.crossover.method == "slerp" and self.parents_per_child != 2:
-            raise ValueError("slerp merges exactly two parents: set parents_per_child: 2")
+        if self.crossover is not None:
+            MERGE_METHODS.get(self.crossover.method).check_parents(self.parents_per_child)
         return self
 
 
 # ---------------------------------------------------------------- loading
 
 
-class Loaded(_Frozen):
+class Loaded(Frozen):
     """A pipeline with its population, and the folders their relative paths are resolved from."""
 
     pipeline: PipelineConfig
@@ -264,7 +274,9 @@ def _describe(file: str, err: ValidationError) -> ConfigError:
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
         fix = _FIXES.get(e["type"], "correct the value")
-        msg = e["msg"]
+        msg = e["msg"].removeprefix("Value error, ")
+        if "registered:" in msg:
+            fix = "use a registered name, or list the module that registers yours under `plugins`"
         if isinstance(e.get("input"), (str, int, float, bool)) and e["type"] != "missing":
             msg += f" (got {e['input']!r})"
         parts.append((key, msg, fix))
@@ -279,7 +291,10 @@ def _read_yaml(path: Path, what: str) -> dict:
         raise ConfigError(file=str(path), key="", problem=f"the {what} file does not exist",
                           fix=f"check the path; {what} files live in {what}s/")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(file=str(path), key="", problem=f"not a text file: the {what} file must be YAML",
+                          fix=f"give the {what} YAML file") from None
     except yaml.YAMLError as e:
         raise ConfigError(file=str(path), key="", problem=f"not valid YAML ({e})".replace("\n", " "),
                           fix="correct the YAML syntax at the line shown") from None
@@ -322,8 +337,10 @@ def load_population(path: str | Path) -> PopulationConfig:
 def load_pipeline(path: str | Path) -> Loaded:
     """Read and validate a pipeline file and its population file; raises ConfigError."""
     path = Path(path).resolve()
+    data = _read_yaml(path, "pipeline")
+    import_plugins(data.get("plugins"), root=path.parent, file=str(path))
     try:
-        pipe = PipelineConfig.model_validate(_read_yaml(path, "pipeline"))
+        pipe = PipelineConfig.model_validate(data)
     except ValidationError as e:
         raise _describe(str(path), e) from None
     pop_path = (path.parent / pipe.population).resolve()
@@ -345,6 +362,24 @@ def load_pipeline(path: str | Path) -> Loaded:
 
 def load_pipeline_dict(data: dict, *, pipeline_file: str, population_file: str) -> Loaded:
     """Rebuild a Loaded from the copy stored in a run (resume uses this, not the files, which may have changed)."""
+    import_plugins(data["pipeline"].get("plugins"), root=Path(pipeline_file).parent, file=pipeline_file)
     return Loaded(pipeline=PipelineConfig.model_validate(data["pipeline"]),
                   population=PopulationConfig.model_validate(data["population"]),
                   pipeline_file=pipeline_file, population_file=population_file)
+
+
+def import_plugins(modules: Any, *, root: Path, file: str) -> None:
+    """Import the modules a pipeline lists under `plugins` (from its own folder too): they register classes."""
+    if not isinstance(modules, (list, tuple)):
+        return  # absent, or malformed: the pipeline's validation reports it
+    if modules and str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    for i, name in enumerate(modules):
+        if not isinstance(name, str):
+            continue
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # noqa: BLE001 - any failure of a user's module is a config problem to report
+            raise ConfigError(file=file, key=f"plugins.{i}", problem=f"cannot import {name!r} "
+                              f"({type(e).__name__}: {e})".replace("\n", " "),
+                              fix="give an importable module name (a file NAME.py next to the pipeline works)") from None

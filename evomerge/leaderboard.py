@@ -8,7 +8,9 @@ from dataclasses import asdict, dataclass
 from typing import Optional
 
 from evomerge.config import PipelineConfig
-from evomerge.store import MemberState, Store, by_task, member_subject
+from evomerge.records import MemberState
+from evomerge.scores import ScoreBoard
+from evomerge.store.base import Store
 
 
 @dataclass(frozen=True)
@@ -18,27 +20,21 @@ class Row:
     generation: int
     operator: str
     state: str
-    fitness: Optional[float]          # weighted score on the chosen split
+    score: Optional[float]            # weighted score on the chosen split
     tasks: dict[str, Optional[float]]  # task -> its configured metric
     docs: dict[str, int]
 
 
 def rows(store: Store, pipeline: PipelineConfig, *, split: str = "select") -> list[Row]:
-    spec = {"select": pipeline.fitness.select, "report": pipeline.fitness.report}[split]
-    tasks = pipeline.fitness.tasks
+    board = ScoreBoard(store, pipeline.fitness)
     out = []
     for m in store.members():
         if m.state is MemberState.INTERMEDIATE:
             continue  # a merge that was mutated at once is part of its child's lineage, not a contender
-        rows_ = store.scores(member_subject(m.id), split=spec.split, limit=spec.limit,
-                             fewshot=pipeline.fitness.num_fewshot)
-        results = by_task(rows_)
-        per_task = {t.task: results.get(t.task, {}).get(t.metric) for t in tasks}
-        docs = {r.task: r.docs for r in rows_}
-        out.append((m, pipeline.fitness.weighted(results), per_task, docs))
-    out.sort(key=lambda e: (e[1] is None, -(e[1] or 0.0), e[0].id))
+        out.append((m, board.member(m.id, split)))
+    out.sort(key=lambda e: (e[1].weighted is None, -(e[1].weighted or 0.0), e[0].id))
     return [Row(rank=i + 1, member=m.name, generation=m.generation, operator=m.operator, state=m.state.value,
-                fitness=f, tasks=t, docs=d) for i, (m, f, t, d) in enumerate(out)]
+                score=s.weighted, tasks=s.tasks, docs=s.docs) for i, (m, s) in enumerate(out)]
 
 
 def _cell(v: Optional[float]) -> str:
@@ -47,7 +43,7 @@ def _cell(v: Optional[float]) -> str:
 
 def render(table: list[Row], *, fmt: str, split: str, task_names: list[str]) -> str:
     header = ["rank", "member", "gen", "operator", "state", f"{split} (weighted)", *task_names]
-    lines = [[str(r.rank), r.member, str(r.generation), r.operator, r.state, _cell(r.fitness),
+    lines = [[str(r.rank), r.member, str(r.generation), r.operator, r.state, _cell(r.score),
               *[_cell(r.tasks[t]) for t in task_names]] for r in table]
     if fmt == "json":
         return json.dumps([asdict(r) for r in table], indent=2)
@@ -72,10 +68,10 @@ def print_table(table: list[Row], *, split: str, task_names: list[str], title: s
     for col in ["rank", "member", "gen", "operator", "state", f"{split} (weighted)", *task_names]:
         t.add_column(col, justify="right" if col in ("rank", "gen") or col.startswith(split) or col in task_names
                      else "left")
-    best_seed = max((r.fitness for r in table if r.generation == 0 and r.fitness is not None), default=None)
+    best_seed = max((r.score for r in table if r.generation == 0 and r.score is not None), default=None)
     for r in table:
-        style = "bold green" if best_seed is not None and r.fitness is not None and r.fitness > best_seed else None
-        t.add_row(str(r.rank), r.member, str(r.generation), r.operator, r.state, _cell(r.fitness),
+        style = "bold green" if best_seed is not None and r.score is not None and r.score > best_seed else None
+        t.add_row(str(r.rank), r.member, str(r.generation), r.operator, r.state, _cell(r.score),
                   *[_cell(r.tasks[n]) for n in task_names], style=style)
     console = Console()
     if not console.is_terminal:

@@ -7,49 +7,49 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from evomerge.store import MemberRecord, Store
+from evomerge.records import MemberRecord
+from evomerge.registry import MERGE_METHODS, MUTATION_OPERATORS
+from evomerge.store.base import Store
 
-# Okabe-Ito colours (readable with every common colour-vision deficiency): one per operator, shared by the DOT
-# output, the HTML report and the plots so that an operator looks the same everywhere.
-OPERATOR_COLORS = {
-    "seed": "#555555",
-    "linear": "#0072B2",
-    "task_arithmetic": "#56B4E9",
-    "ties": "#009E73",
-    "dare_ties": "#8E9A2A",
-    "slerp": "#CC79A7",
-    "lora": "#E69F00",
-    "es": "#D55E00",
-}
+SEED_COLOR = "#555555"
+UNKNOWN_COLOR = "#444444"  # an operator whose class is not registered in this process (a plugin not imported)
+
+
+def operator_class(operator: str):
+    """The class registered for a member's operator: a merge method or a mutation operator (None for seeds and
+    for operators not registered in this process)."""
+    for registry in (MERGE_METHODS, MUTATION_OPERATORS):
+        if operator in registry:
+            return registry.get(operator)
+    return None
+
+
+def operator_colors() -> dict[str, str]:
+    """Okabe-Ito colours (readable with every common colour-vision deficiency), one per operator, shared by the
+    DOT output, the HTML report and the plots so that an operator looks the same everywhere."""
+    return {"seed": SEED_COLOR, **{n: operator_class(n).color for n in [*MERGE_METHODS.names(),
+                                                                         *MUTATION_OPERATORS.names()]}}
 
 
 def operator_color(operator: str) -> str:
-    return OPERATOR_COLORS.get(operator, "#444444")
+    cls = operator_class(operator)
+    return SEED_COLOR if operator == "seed" else cls.color if cls is not None else UNKNOWN_COLOR
 
 
 def operator_kind(operator: str) -> str:
-    """seed, lora, es, or crossover (every merge method)."""
-    return operator if operator in ("seed", "lora", "es") else "crossover"
+    """seed, crossover (every merge method), or the mutation operator's own name."""
+    if operator in MERGE_METHODS:
+        return "crossover"
+    return operator
 
 
 def edge_label(child: MemberRecord, parent: MemberRecord) -> str:
     """How `child` was made from `parent`: operator and the parameters that concern this parent."""
-    p = child.params
-    if child.operator == "lora":
-        data = f"task={p['task']}" if p.get("task") else f"data={p['data']}"
-        return f"lora {data} steps={p['steps']} r={p['r']} alpha={p['alpha']} lr={p['learning_rate']:g}"
-    if child.operator == "es":
-        reward = p["reward"]
-        source = reward.get("task") or reward.get("data") or "select split"
-        return (f"es iterations={p['iterations']} pairs={p['pairs']} sigma={p['sigma']:g} lr={p['learning_rate']:g} "
-                f"rank={p['rank'] if p['rank'] is not None else 'full'} reward={reward['kind']}:{source}")
-    merge = child.params.get("merge", {})
-    if child.operator == "slerp":
-        values = merge.get("t", {})
-    else:
-        values = merge.get(parent.name, {})
-    shown = " ".join(f"{k}={'/'.join(f'{v:.3f}' for v in vs)}" for k, vs in values.items())
-    return f"{child.operator} {shown}".strip()
+    if child.operator in MERGE_METHODS:
+        return MERGE_METHODS.get(child.operator).edge_label(child.params, parent.name)
+    if child.operator in MUTATION_OPERATORS:
+        return MUTATION_OPERATORS.get(child.operator).edge_label(child.params)
+    return child.operator
 
 
 def ancestors(store: Store, member: MemberRecord) -> list[MemberRecord]:

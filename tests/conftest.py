@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from evomerge.store import Store
+from evomerge.store import open_store
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -104,7 +104,7 @@ def evomerge(*args: str, cwd: Path | None = None, timeout: float = 600) -> subpr
 
 def snapshot(run_dir: Path) -> dict:
     """What two runs with the same seed must agree on: members, survivors, every score, every CMA-ES candidate."""
-    store = Store.open(run_dir)
+    store = open_store(run_dir)
     try:
         members = [(m.name, m.generation, m.operator, [store.member(p).name for p in m.parents], m.params,
                     m.recipe.replace(str(run_dir), "<run>"), m.state.value) for m in store.members()]
@@ -113,7 +113,7 @@ def snapshot(run_dir: Path) -> dict:
         scores = sorted((s.subject.split(":")[0], names.get(int(s.subject.split(":")[1]), s.subject)
                          if s.subject.startswith("member") else s.subject, s.task, s.split, s.metric, s.value)
                         for s in store.all_scores())
-        candidates = [(c.iteration, c.idx, c.x, c.fitness) for x in store.crossovers()
+        candidates = [(c.iteration, c.idx, c.x, c.score) for x in store.crossovers()
                       for c in store.candidates(x.id)]
         return {"members": members, "survivors": survivors, "scores": scores, "candidates": candidates}
     finally:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from conftest import events_count, evomerge, run_and_kill, snapshot
-from evomerge.store import MemberState, Store
+from evomerge.records import MemberState
+from evomerge.store import open_store
 
 
 def test_kill_9_then_resume_equals_an_uninterrupted_run(tiny_pipeline: Path, tmp_path: Path):
@@ -37,7 +38,7 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tiny_pipeline: Path, tmp
 
     assert snapshot(killed) == snapshot(reference)
 
-    store = Store.open(killed)
+    store = open_store(killed)
     scored = Counter((d["subject"], d["split"]) for _, _, d in store.events(kind="scored"))
     assert scored and max(scored.values()) == 1, "a score was computed twice"
     assert len(store.events(kind="run_finished")) == 1
@@ -59,13 +60,13 @@ def finished_run(tiny_models: Path, tmp_path_factory) -> Path:
 
 def test_survivors_keep_weights_and_the_others_only_their_recipe(finished_run: Path):
     run_dir = finished_run
-    store = Store.open(run_dir)
+    store = open_store(run_dir)
     alive = store.members(state=MemberState.ALIVE)
     assert [m.id for m in alive] == sorted(store.survivors(2))
     assert len(alive) == 3
     for m in store.members():
         if m.state is MemberState.ALIVE:
-            assert (Path(m.weights) / "config.json").is_file()
+            assert (run_dir / m.weights / "config.json").is_file()  # relative to the run directory
         else:
             assert m.weights is None
             assert not (run_dir / "members" / m.name).exists()
@@ -90,9 +91,11 @@ def test_a_retired_member_is_rebuilt_from_its_recipe(finished_run: Path, tmp_pat
     retired = [m for m in run.store.members(state=MemberState.RETIRED) if m.generation > 0]
     if not retired:
         pytest.skip("every child survived with this seed")
-    path = Path(run.materialise(retired[0]))
+    path = Path(run.artifacts.materialise(retired[0]))
     assert (path / "config.json").is_file()
     assert "mergekit_config.yml" in os.listdir(path)
+    run.artifacts.discard_rebuilt()  # a rebuilt member outside the population does not stay
+    assert not path.exists()
 
 
 def test_lineage_shows_the_tree_to_the_seeds_with_operator_and_parameters(finished_run: Path):
@@ -113,14 +116,56 @@ def test_leaderboard_formats_agree(finished_run: Path):
     run_dir = finished_run
     rows = json.loads(evomerge("leaderboard", str(run_dir), "--format", "json").stdout)
     assert len(rows) == 7  # 3 seeds + 2 generations x 2 children
-    fitness = [r["fitness"] for r in rows]
-    assert fitness == sorted(fitness, reverse=True)
+    scores = [r["score"] for r in rows]
+    assert scores == sorted(scores, reverse=True)
     csv_lines = evomerge("leaderboard", str(run_dir), "--format", "csv").stdout.splitlines()
     assert csv_lines[0].startswith("rank,member,gen,operator,state,select (weighted)")
     assert [line.split(",")[1] for line in csv_lines[1:]] == [r["member"] for r in rows]
     report = json.loads(evomerge("leaderboard", str(run_dir), "--split", "report", "--format", "json").stdout)
-    assert all(r["fitness"] is not None for r in report)  # every member is scored on the held-out split
+    assert all(r["score"] is not None for r in report)  # every member is scored on the held-out split
     md = evomerge("leaderboard", str(run_dir), "--format", "md").stdout
     assert md.splitlines()[1].startswith("|---")
     status = evomerge("status", str(run_dir))
     assert status.returncode == 0 and "finished" in status.stdout and "generations done 2/2" in status.stdout
+
+
+@pytest.mark.parametrize("engine,lm", [("reference", "HFLM"), ("fast", "FastLM")])
+def test_the_engine_setting_picks_the_scorer_of_a_new_and_of_a_resumed_run(tiny_pipeline: Path, tmp_path: Path,
+                                                                         engine: str, lm: str):
+    from evomerge.evolution import Run
+
+    text = tiny_pipeline.read_text().replace("generations: 2", "generations: 1").replace(
+        "children_per_generation: 2", "children_per_generation: 1").replace("budget: 6", "budget: 3")
+    tiny_pipeline.write_text(text + f"engine: {engine}\n")
+    fresh = Run.start(tiny_pipeline, run_dir=tmp_path / "fresh")
+    fresh.run()
+    Run.start(tiny_pipeline, run_dir=tmp_path / "resumed")  # created, then every step done by a resumed Run
+    resumed = Run.resume(tmp_path / "resumed")
+    resumed.run()
+    for run in (fresh, resumed):
+        scored = [d for _, _, d in run.store.events(kind="scored")]
+        assert len(scored) == 3 * 2 + 3 + 1  # seeds on both splits, 3 candidates, the child's report
+        assert {d["lm"] for d in scored} == {lm}
+
+
+def test_a_second_process_is_kept_out_of_a_running_run(tiny_pipeline: Path, tmp_path: Path):
+    """While `evomerge run` works in a directory, `evomerge resume` of it is refused at once and touches nothing;
+    the first process finishes as if alone."""
+    import subprocess
+    import sys
+    import time
+
+    run_dir = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, "-m", "evomerge.cli", "run", str(tiny_pipeline), "--run-dir",
+                              str(run_dir), "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while events_count(run_dir / "evomerge.db") < 12 and first.poll() is None:
+        time.sleep(0.05)
+    assert first.poll() is None, "the run finished before a second process could try"
+    second = evomerge("resume", str(run_dir), "--quiet")
+    assert second.returncode == 2 and "is being run by evomerge pid" in second.stderr, second.stderr
+    assert "\n" not in second.stderr.strip()
+    assert first.wait(timeout=600) == 0, first.stderr.read()
+    store = open_store(run_dir)
+    assert len(store.events(kind="run_finished")) == 1
+    scored = Counter((d["subject"], d["split"]) for _, _, d in store.events(kind="scored"))
+    assert max(scored.values()) == 1

@@ -111,25 +111,29 @@ def test_fast_scorer_equals_hflm(tiny_models: Path):
 @pytest.mark.parametrize("task", ["evomerge_arith", "evomerge_arc_easy"])
 def test_fast_scorer_gives_hflms_accuracy_on_a_task(tiny_models: Path, task):
     from evomerge.config import FitnessSpec
-    from evomerge.fitness.lm_eval import Fitness
+    from evomerge.fitness.lm_eval import Scorer
 
     spec = FitnessSpec.model_validate({"tasks": [{"task": task}], "select": {"split": "select", "limit": 30},
                                        "report": {"split": "report", "limit": 30}})
-    fast, ref = _lms(tiny_models / "models" / "a")
-    fitness = Fitness(spec)
-    for lm in (fast, ref):
-        fitness._lms[id(lm.model)] = lm
-    ours = fitness.evaluate(fast.model, fast.tokenizer, "select")
-    theirs = fitness.evaluate(ref.model, ref.tokenizer, "select")
-    assert ours == theirs
-    # requests are built once and reused: another model scored through the same Fitness gets the scores a fresh
-    # Fitness gives it, and the first model's scores do not change
+    fast, ref = _lms(tiny_models / "models" / "a")  # one model behind both
+
+    def scorer_with(lm) -> Scorer:
+        scorer = Scorer(spec)
+        scorer._lms[id(lm.model)] = lm
+        return scorer
+
+    scorer = scorer_with(fast)
+    ours = scorer.evaluate(fast.model, fast.tokenizer, "select")
+    theirs = scorer_with(ref).evaluate(ref.model, ref.tokenizer, "select")
+    assert (ours.lm, theirs.lm) == ("FastLM", "HFLM")
+    assert (ours.results, ours.docs) == (theirs.results, theirs.docs)
+    # requests are built once and reused: another model scored through the same Scorer gets the scores a fresh
+    # Scorer gives it, and the first model's scores do not change
     other, _ = _lms(tiny_models / "models" / "b")
-    fresh = Fitness(spec)
-    fitness._lms[id(other.model)] = fresh._lms[id(other.model)] = other
-    assert fitness.evaluate(other.model, other.tokenizer, "select") == fresh.evaluate(other.model, other.tokenizer,
-                                                                                      "select")
-    assert fitness.evaluate(fast.model, fast.tokenizer, "select") == ours
+    scorer._lms[id(other.model)] = other
+    assert scorer.evaluate(other.model, other.tokenizer, "select") == scorer_with(other).evaluate(
+        other.model, other.tokenizer, "select")
+    assert scorer.evaluate(fast.model, fast.tokenizer, "select") == ours
 
 
 def test_fast_scorer_is_an_lm_eval_model(tiny_models: Path):

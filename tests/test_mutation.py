@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import evomerge, run_and_kill, snapshot
-from evomerge.store import MemberState, Store
+from evomerge.records import MemberState
+from evomerge.store import open_store
 
 MUTATION = """\
 mutation:
@@ -54,7 +55,7 @@ def test_mutants_are_in_the_lineage_small_and_rebuilt_bit_exactly(mutation_pipel
     run_dir = tmp_path / "run"
     result = evomerge("run", str(mutation_pipeline), "--run-dir", str(run_dir), "--quiet")
     assert result.returncode == 0, result.stderr
-    store = Store.open(run_dir)
+    store = open_store(run_dir)
     mutants = [m for m in store.members() if m.operator in ("lora", "es")]
     assert {m.operator for m in mutants} == {"lora", "es"}
     for m in mutants:
@@ -76,14 +77,14 @@ def test_mutants_are_in_the_lineage_small_and_rebuilt_bit_exactly(mutation_pipel
     for m in mutants:
         if m.weights is None:
             continue
-        expected = _weights(Path(m.weights))
+        expected = _weights(run_dir / m.weights)
         copy = tmp_path / f"copy-{m.name}"
         shutil.copytree(run_dir, copy)
         run = Run.resume(copy)
         with run.store.transaction():
             run.store.retire(m.id)
         shutil.rmtree(copy / "members" / m.name)
-        rebuilt = _weights(Path(run.materialise(run.store.member(m.id))))
+        rebuilt = _weights(Path(run.artifacts.materialise(run.store.member(m.id))))
         assert rebuilt.keys() == expected.keys()
         assert all(torch.equal(rebuilt[k], expected[k]) for k in expected), m.name
 
@@ -94,25 +95,25 @@ def test_resume_in_the_middle_of_an_es_mutation(mutation_pipeline: Path, tmp_pat
     mutation_pipeline.write_text(only_es)
     reference = tmp_path / "reference"
     assert evomerge("run", str(mutation_pipeline), "--run-dir", str(reference), "--quiet").returncode == 0
-    store = Store.open(reference)
+    store = open_store(reference)
     # the event count after the first ES iteration of the first mutation: kill right there, then resume
     first_iteration = next(i for i, (_, kind, _) in enumerate(store.events(), start=1) if kind == "es_iteration")
 
     killed = tmp_path / "killed"
     assert run_and_kill(["run", str(mutation_pipeline), "--run-dir", str(killed), "--quiet"],
                         killed / "evomerge.db", first_iteration)
-    mid = Store.open(killed)
+    mid = open_store(killed)
     assert any(kind == "es_iteration" for _, kind, _ in mid.events())
     assert not [m for m in mid.members() if m.operator == "es"], "killed before the mutant was finished"
     assert evomerge("resume", str(killed), "--quiet").returncode == 0
 
     assert snapshot(killed) == snapshot(reference)
-    es_members = [(m.name, m.recipe) for m in Store.open(killed).members() if m.operator == "es"]
+    es_members = [(m.name, m.recipe) for m in open_store(killed).members() if m.operator == "es"]
     assert es_members == [(m.name, m.recipe) for m in store.members() if m.operator == "es"]
     for a, b in zip(sorted((killed / "members").glob("g1-c*")), sorted((reference / "members").glob("g1-c*"))):
         wa, wb = _weights(a), _weights(b)
         assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    iterations = Counter((d["mutation"], d["iteration"]) for _, k, d in Store.open(killed).events() if k == "es_iteration")
+    iterations = Counter((d["mutation"], d["iteration"]) for _, k, d in open_store(killed).events() if k == "es_iteration")
     assert max(iterations.values()) == 1
 
 
@@ -120,10 +121,10 @@ BAD_OPERATORS = {
     "unknown operator kind": ("{kind: lora, task: evomerge_arith, steps: 3, batch_size: 4}",
                               "{kind: dropout, rate: 0.1}", ["mutation.operators.0", "dropout", "lora", "es"]),
     "es without reward": ("\n       reward: {kind: loglik, task: evomerge_arith, batch_size: 4}}", "}",
-                          ["mutation.operators.1.es.reward", "Field required"]),
+                          ["mutation.operators.1.reward", "Field required"]),
     "lora with two data sources": ("{kind: lora, task: evomerge_arith,", "{kind: lora, task: evomerge_arith, data: x.jsonl,",
-                                   ["mutation.operators.0.lora", "exactly one of `task`"]),
-    "negative sigma": ("sigma: 0.01", "sigma: -0.01", ["mutation.operators.1.es.sigma", "greater than 0"]),
+                                   ["mutation.operators.0", "exactly one of `task`"]),
+    "negative sigma": ("sigma: 0.01", "sigma: -0.01", ["mutation.operators.1.sigma", "greater than 0"]),
     "missing reward data": ("reward: {kind: loglik, task: evomerge_arith,", "reward: {kind: loglik, data: nope.jsonl,",
                             ["mutation.operators.1.reward.data", "nope.jsonl", "not a file"]),
     "rate above one": ("rate: 1.0", "rate: 1.5", ["mutation.rate", "less than or equal to 1"]),

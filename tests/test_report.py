@@ -15,7 +15,8 @@ from conftest import PIPELINE, POPULATION, evomerge
 
 from evomerge.report import html as report_html
 from evomerge.report.data import layout
-from evomerge.store import MemberRecord, MemberState, Store, member_subject
+from evomerge.records import MemberRecord, MemberState, member_subject
+from evomerge.store import open_store
 
 # linear crossover with LoRA and ES mutation: seed 2 mutates g1-c0 by LoRA and g2-c1 by ES, so the tree has every
 # kind of edge, intermediates, and edges that skip a generation
@@ -42,7 +43,7 @@ def run_dir(tiny_models: Path, tmp_path_factory) -> Path:
     (root / "pipeline.yaml").write_text(pipeline.replace("seed: 3", "seed: 2") + MUTATION)
     result = evomerge("run", str(root / "pipeline.yaml"), "--run-dir", str(root / "run"), "--quiet")
     assert result.returncode == 0, result.stderr
-    store = Store.open(root / "run")
+    store = open_store(root / "run")
     with store.transaction():
         mid = store.add_member(name=HOSTILE, generation=0, operator="seed", parents=(),
                                params={"source": "<img src=x onerror=alert(2)>"},
@@ -83,7 +84,7 @@ def test_html_report_in_headless_chromium(run_dir: Path, tmp_path: Path):
     assert "http://" not in html.replace("http://www.w3.org/2000/svg", "") and "https://" not in html
     assert HOSTILE not in html and "</script><script>" not in html  # only escaped inside the JSON blob
 
-    store = Store.open(run_dir)
+    store = open_store(run_dir)
     members = store.members()
     with sync_playwright() as p:
         browser = _browser(p)
@@ -172,7 +173,7 @@ def test_report_plots_and_errors(run_dir: Path, tmp_path: Path):
 def test_lineage_in_the_terminal_and_through_graphviz(run_dir: Path):
     from evomerge.lineage import ancestors
 
-    store = Store.open(run_dir)
+    store = open_store(run_dir)
     text = evomerge("lineage", str(run_dir), "g2-c1")
     assert text.returncode == 0, text.stderr
     assert text.stdout.splitlines()[0].startswith("g2-c1 (gen 2, ") and " report " in text.stdout.splitlines()[0]
@@ -191,7 +192,7 @@ def _member(i: int, gen: int, parents: tuple[int, ...] = ()) -> MemberRecord:
 
 
 def test_layout_keeps_nodes_and_lanes_apart(run_dir: Path):
-    store = Store.open(run_dir)
+    store = open_store(run_dir)
     # the real run, and a wide one where old seeds breed into every later generation
     wide = [_member(i, 0) for i in range(1, 5)]
     for gen in range(1, 5):

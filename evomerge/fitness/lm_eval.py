@@ -1,4 +1,4 @@
-"""Fitness through lm-eval: the one wrapper around its task loading and `evaluate`.
+"""Scoring through lm-eval: the one wrapper around its task loading and `evaluate`.
 
 Tasks are found with `TaskManager(include_path=...)` in the folder of tasks shipped with evomerge plus the
 pipeline's include paths, built once per run for each split, and evaluated on models held in memory (`HFLM`).
@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -19,14 +20,27 @@ TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 Results = dict[str, dict[str, float]]  # task -> metric -> value
 
 
-class Fitness:
-    """The pipeline's fitness tasks, loaded once; `evaluate` scores a model on the select or report split."""
+@dataclass(frozen=True)
+class Scored:
+    """One model scored on one split: task -> metric -> value, task -> documents scored, and the lm-eval model
+    that computed it (FastLM or HFLM)."""
+    results: Results
+    docs: dict[str, int]
+    lm: str
+
+
+class Scorer:
+    """The pipeline's fitness tasks, loaded once; `evaluate` scores a model held in memory on the select or report
+    split. `engine` picks the lm-eval model that computes the log-likelihoods: `fast` (evomerge-fast) or
+    `reference` (lm-eval's HFLM)."""
 
     def __init__(self, spec: FitnessSpec, *, include_paths: list[str] = (), device: str = "cpu",
                  engine: str = "fast", pipeline_file: str = "<pipeline>") -> None:
         logging.getLogger("lm_eval").setLevel(logging.ERROR)
         from lm_eval.tasks import TaskManager
 
+        if engine not in ENGINES:
+            raise ValueError(f"unknown engine {engine!r}: use one of {', '.join(ENGINES)}")
         self.spec = spec
         self.device = device
         self.engine = engine
@@ -96,12 +110,12 @@ class Fitness:
         return self._loaded[which]
 
     def _split(self, which: str) -> SplitSpec:
-        return {"select": self.spec.select, "report": self.spec.report}[which]
+        return self.spec.split(which)
 
     # ------------------------------------------------------------ scoring
 
-    def evaluate(self, model, tokenizer, which: str) -> tuple[Results, dict[str, int]]:
-        """Score a model held in memory; returns task -> metric -> value, and task -> documents scored."""
+    def evaluate(self, model, tokenizer, which: str) -> Scored:
+        """Score a model held in memory on the select or report split."""
         from lm_eval.evaluator import evaluate
 
         lm = self._lm(model, tokenizer)
@@ -114,20 +128,11 @@ class Fitness:
             results[task.task] = {k.split(",")[0]: float(v) for k, v in raw.items()
                                   if k.endswith(",none") and "_stderr" not in k and isinstance(v, (int, float))}
             docs[task.task] = int(out["n-samples"][task.task]["effective"])
-        return results, docs
+        return Scored(results=results, docs=docs, lm=type(lm).__name__)
 
     def _lm(self, model, tokenizer):
         if id(model) not in self._lms:
-            if self.engine == "fast":
-                from evomerge.fitness.fast_lm import FastLM
-
-                self._lms[id(model)] = _quiet(FastLM)(pretrained=model, tokenizer=tokenizer, device=self.device,
-                                                      batch_size=self.spec.batch_size, encode_cache=self._encoded)
-            else:
-                from lm_eval.models.huggingface import HFLM
-
-                self._lms[id(model)] = _quiet(HFLM)(pretrained=model, tokenizer=tokenizer, device=self.device,
-                                                    batch_size=self.spec.batch_size)
+            self._lms[id(model)] = ENGINES[self.engine](self, model, tokenizer)
         return self._lms[id(model)]
 
     def release(self, model) -> None:
@@ -147,18 +152,35 @@ class Fitness:
             raise ConfigError(file=file, key=key, problem=f"task {task_name!r} has no training_split to train on",
                               fix="choose a task whose YAML names a training_split")
 
-    def train_pairs(self, task_name: str) -> list[tuple[str, str]]:
+    def train_examples(self, task_name: str) -> list[tuple[str, str]]:
         """(prompt, completion) pairs from a task's training split, rendered by lm-eval's own templates."""
         cfg = self._configs.get(task_name) or _read_task_config(self._manager, task_name)
         task = next(iter(self._manager.load([{**cfg, "task": task_name}])["tasks"].values()))
         delim = task.config.target_delimiter
-        pairs = []
+        examples = []
         for doc in task.training_docs():
             target = task.doc_to_target(doc)
             if task.config.output_type == "multiple_choice":
                 target = task.doc_to_choice(doc)[target] if isinstance(target, int) else target
-            pairs.append((task.doc_to_text(doc), f"{delim}{target}"))
-        return pairs
+            examples.append((task.doc_to_text(doc), f"{delim}{target}"))
+        return examples
+
+
+def _fast_lm(scorer: Scorer, model, tokenizer):
+    from evomerge.fitness.fast_lm import FastLM
+
+    return _quiet(FastLM)(pretrained=model, tokenizer=tokenizer, device=scorer.device,
+                          batch_size=scorer.spec.batch_size, encode_cache=scorer._encoded)
+
+
+def _hflm(scorer: Scorer, model, tokenizer):
+    from lm_eval.models.huggingface import HFLM
+
+    return _quiet(HFLM)(pretrained=model, tokenizer=tokenizer, device=scorer.device,
+                        batch_size=scorer.spec.batch_size)
+
+
+ENGINES = {"fast": _fast_lm, "reference": _hflm}  # engine -> the lm-eval model that computes log-likelihoods
 
 
 def _build_requests_once(task) -> None:
@@ -195,6 +217,7 @@ def _quiet(cls):
         def generate_until(self, requests, disable_tqdm: bool = False):
             return super().generate_until(requests, disable_tqdm=True)
 
+    Quiet.__name__ = Quiet.__qualname__ = cls.__name__  # what the scores say computed them
     return Quiet
 
 

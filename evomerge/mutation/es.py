@@ -19,11 +19,23 @@ rebuilds the member bit-exactly on the same device type.
 """
 from __future__ import annotations
 
+import json
 import math
+import statistics
 from dataclasses import dataclass
-from typing import Callable, Iterable, Optional
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Optional
 
 import numpy as np
+from pydantic import Field, model_validator
+
+from evomerge.config import Frozen, OperatorSettings
+from evomerge.executor.base import MutationJob
+from evomerge.mutation.base import Checkpoint, Mutant, MutationOperator
+from evomerge.records import MemberRecord, MutationStep
+
+if TYPE_CHECKING:
+    from evomerge.workbench import Workbench
 
 
 @dataclass(frozen=True)
@@ -189,3 +201,120 @@ def replay(params: list, records: Iterable[IterationRecord], settings: EsSetting
 def es_parameters(model) -> list:
     """The tensors ES perturbs, in a fixed order: every parameter once (tied weights count once)."""
     return list(model.parameters())
+
+
+# ---------------------------------------------------------------- the mutation operator (`kind: es`)
+
+class RewardSpec(Frozen):
+    kind: Literal["loglik", "exact_match", "select"] = Field(
+        "loglik", description="loglik: mean log-prob of train targets; exact_match: greedy answers on a train batch; "
+                              "select: the pipeline's lm-eval select score")
+    task: Optional[str] = Field(None, description="lm-eval task whose training split gives the batches")
+    data: Optional[str] = Field(None, description="JSONL file of prompt/completion examples")
+    batch_size: int = Field(16, gt=0, description="examples per iteration, drawn anew each iteration")
+    max_new_tokens: int = Field(8, gt=0, description="exact_match only")
+
+    @model_validator(mode="after")
+    def _source(self) -> "RewardSpec":
+        if self.kind == "select":
+            if self.task or self.data:
+                raise ValueError("the select reward uses the pipeline's fitness tasks: drop `task` and `data`")
+        elif (self.task is None) == (self.data is None):
+            raise ValueError(f"a {self.kind} reward needs exactly one of `task` or `data`")
+        return self
+
+
+class NoiseEs(MutationOperator):
+    """Mutation by noise ES from the parent, committing every iteration's seeds and coefficients (its steps):
+    a resume replays them, and they are the member's recipe."""
+
+    class Settings(OperatorSettings):
+        iterations: int = Field(10, gt=0)
+        pairs: int = Field(8, gt=0, description="antithetic pairs per iteration (2x forward evaluations)")
+        sigma: float = Field(0.001, gt=0, description="noise scale, in weight units", allow_inf_nan=False)
+        learning_rate: float = Field(0.0005, gt=0, allow_inf_nan=False)
+        shaping: Literal["rank", "zscore"] = "rank"
+        rank: Optional[int] = Field(4, ge=1, description="low-rank noise A·Bᵀ/√r for matrices (EGGROLL); null: full")
+        reward: RewardSpec
+
+    color = "#D55E00"
+    step_event = "es_iteration"
+
+    @classmethod
+    def check(cls, settings: Any, check_data: Callable[..., None], *, key: str) -> None:
+        if settings.reward.kind != "select":
+            check_data(settings.reward.task, settings.reward.data, key=f"{key}.reward")
+
+    @classmethod
+    def mutate(cls, bench: "Workbench", model: Any, job: MutationJob, checkpoint: Checkpoint) -> Mutant:
+        from evomerge.streams import rng_for
+
+        op = job.settings
+        settings = _settings(op)
+        params = es_parameters(model)
+        steps = [{"seeds": d["seeds"], "coefficients": d["coefficients"]} for d in job.steps_done]
+        replay(params, [IterationRecord(tuple(d["seeds"]), tuple(d["coefficients"])) for d in steps], settings)
+        bar = bench.progress.step(f"ES {job.name} from {job.parent_name} ({op.reward.kind} reward)",
+                                  total=op.iterations, completed=len(steps))
+        examples = None if op.reward.kind == "select" else bench.examples(op.reward.task, op.reward.data,
+                                                                          job.data_root)
+        for it in range(len(steps), op.iterations):
+            reward = _reward(bench, op, model, examples, rng_for(job.seed, job.generation, job.slot, 2, it))
+            seeds = rng_for(job.seed, job.generation, job.slot, 3, it).integers(0, 2**31 - 1, size=op.pairs)
+            record = iterate(params, reward, seeds.tolist(), settings)
+            mean = sum(record.rewards_plus + record.rewards_minus) / (2 * op.pairs)
+            checkpoint(it, {"seeds": list(record.seeds), "coefficients": list(record.coefficients),
+                            "rewards_plus": list(record.rewards_plus), "rewards_minus": list(record.rewards_minus)},
+                       reward=mean)
+            steps.append({"seeds": list(record.seeds), "coefficients": list(record.coefficients)})
+            bench.progress.advance(bar, description=f"ES {job.name} from {job.parent_name}: mean reward {mean:.4f}")
+        bench.scorer.release(model)
+        recipe = {"parent": job.parent_name, "operator": cls.name, "sigma": op.sigma, "learning_rate": op.learning_rate,
+                  "rank": op.rank, "shaping": op.shaping, "device_type": model.device.type,
+                  "dtype": str(next(model.parameters()).dtype).removeprefix("torch."), "iterations": steps}
+        bench.progress.log(f"{job.name}: ES from {job.parent_name}, {op.iterations} iterations of {op.pairs} pairs")
+        return Mutant(model, recipe)
+
+    @classmethod
+    def rebuild(cls, bench: "Workbench", model: Any, member: MemberRecord, run_dir: Path) -> Any:
+        recipe = json.loads(member.recipe)
+        replay(es_parameters(model), [IterationRecord(tuple(i["seeds"]), tuple(i["coefficients"]))
+                                      for i in recipe["iterations"]],
+               EsSettings(sigma=recipe["sigma"], learning_rate=recipe["learning_rate"], rank=recipe["rank"],
+                          shaping=recipe["shaping"]))
+        return model
+
+    @classmethod
+    def edge_label(cls, params: dict) -> str:
+        reward = params["reward"]
+        source = reward.get("task") or reward.get("data") or "select split"
+        return (f"{cls.name} iterations={params['iterations']} pairs={params['pairs']} sigma={params['sigma']:g} "
+                f"lr={params['learning_rate']:g} rank={params['rank'] if params['rank'] is not None else 'full'} "
+                f"reward={reward['kind']}:{source}")
+
+    @classmethod
+    def curve(cls, steps: list[MutationStep]) -> list[dict]:
+        out = []
+        for s in steps:
+            rewards = s.data["rewards_plus"] + s.data["rewards_minus"]
+            out.append({"iteration": s.step, "mean": statistics.fmean(rewards), "best": max(rewards),
+                        "worst": min(rewards)})
+        return out
+
+
+def _settings(op: Any) -> EsSettings:
+    return EsSettings(sigma=op.sigma, learning_rate=op.learning_rate, rank=op.rank, shaping=op.shaping)
+
+
+def _reward(bench: "Workbench", op: Any, model: Any, examples: Optional[list], rng) -> Callable[[], float]:
+    """The reward of one iteration: both members of every pair see the same batch."""
+    from evomerge.mutation import rewards
+
+    if op.reward.kind == "select":
+        return lambda: bench.weighted(bench.scorer.evaluate(model, bench.tokenizer, "select").results)
+    batch = [examples[i] for i in rng.choice(len(examples), size=min(op.reward.batch_size, len(examples)),
+                                             replace=False)]
+    made = {"loglik": lambda: rewards.loglik(model, bench.tokenizer, batch),
+            "exact_match": lambda: rewards.exact_match(model, bench.tokenizer, batch,
+                                                       max_new_tokens=op.reward.max_new_tokens)}
+    return made[op.reward.kind]()

@@ -1,8 +1,8 @@
-"""Cheap rewards for noise ES, computed on a batch of (prompt, completion) pairs with forward passes only.
+"""Cheap rewards for noise ES, computed on a batch of (prompt, completion) examples with forward passes only.
 
 - loglik: mean log-probability per completion token (the EA4LLM reward); smooth, so ES sees small improvements.
 - exact_match: the share of prompts whose greedy completion equals the target, stripped.
-The pipeline's lm-eval `select` fitness can be the reward too (evolution.py builds that one).
+The pipeline's lm-eval `select` score can be the reward too (evomerge.mutation.es builds that one).
 """
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import Callable
 from evomerge.mutation.lora import _batch
 
 
-def loglik(model, tokenizer, pairs: list[tuple[str, str]], *, max_length: int = 96) -> Callable[[], float]:
+def loglik(model, tokenizer, examples: list[tuple[str, str]], *, max_length: int = 96) -> Callable[[], float]:
     import torch
 
-    input_ids, labels, mask = _batch(tokenizer, pairs, max_length)
+    input_ids, labels, mask = _batch(tokenizer, examples, max_length)
     device = next(model.parameters()).device
     input_ids, labels, mask = input_ids.to(device), labels.to(device), mask.to(device)
     targets = labels[:, 1:]
@@ -33,19 +33,19 @@ def loglik(model, tokenizer, pairs: list[tuple[str, str]], *, max_length: int = 
     return reward
 
 
-def exact_match(model, tokenizer, pairs: list[tuple[str, str]], *, max_new_tokens: int = 8) -> Callable[[], float]:
+def exact_match(model, tokenizer, examples: list[tuple[str, str]], *, max_new_tokens: int = 8) -> Callable[[], float]:
     import torch
 
     device = next(model.parameters()).device
     tokenizer.padding_side = "left"
-    enc = tokenizer([p for p, _ in pairs], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-    wanted = [c.strip() for _, c in pairs]
+    enc = tokenizer([p for p, _ in examples], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    wanted = [c.strip() for _, c in examples]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     def reward() -> float:
         with torch.no_grad():
             out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
         texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-        return sum(t.strip().split("\n")[0].strip() == w for t, w in zip(texts, wanted)) / len(pairs)
+        return sum(t.strip().split("\n")[0].strip() == w for t, w in zip(texts, wanted)) / len(examples)
 
     return reward

@@ -11,17 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evomerge.config import PipelineConfig
-from evomerge.lineage import OPERATOR_COLORS, edge_label, operator_color, operator_kind
-from evomerge.store import (
-    MemberRecord,
-    MemberState,
-    ScoreRow,
-    Store,
-    by_task,
-    candidate_subject,
-    member_subject,
-)
+from evomerge.config import SPLITS, PipelineConfig
+from evomerge.lineage import edge_label, operator_class, operator_color, operator_colors, operator_kind
+from evomerge.records import MemberRecord, MemberState, ScoreRow, candidate_subject, member_subject
+from evomerge.scores import Scores, ScoreBoard
+from evomerge.store.base import Store
 
 
 def _num(v: float | None) -> float | None:
@@ -118,82 +112,15 @@ def _stats(values: list[float]) -> dict | None:
 
 def collect(store: Store, pipeline: PipelineConfig, *, run_dir: Path) -> dict[str, Any]:
     """Everything the report shows, as JSON-able data."""
-    fit = pipeline.fitness
-    splits = {"select": fit.select, "report": fit.report}
     members = store.members()
-    by_id = {m.id: m for m in members}
+    board = ScoreBoard(store, pipeline.fitness)
+    scores = {which: board.members([m.id for m in members], which) for which in SPLITS}
+    out_members = _members(store, members, scores)
     generations = store.generations()
-    survived: dict[int, list[int]] = {}
-    for gen, ids in generations.items():
-        for i in ids:
-            survived.setdefault(i, []).append(gen)
-    children: dict[int, list[int]] = {}
-    for m in members:
-        for p in m.parents:
-            children.setdefault(p, []).append(m.id)
-    tree = layout(members)
-
-    out_members = []
-    weighted: dict[str, dict[int, float | None]] = {"select": {}, "report": {}}
-    for m in members:
-        tasks: dict[str, dict[str, float | None]] = {t.task: {} for t in fit.tasks}
-        for name, spec in splits.items():
-            results = by_task(store.scores(member_subject(m.id), split=spec.split, limit=spec.limit,
-                                           fewshot=fit.num_fewshot))
-            weighted[name][m.id] = _num(fit.weighted(results))
-            for t in fit.tasks:
-                tasks[t.task][name] = _num(results.get(t.task, {}).get(t.metric))
-        col, row = tree.places[m.id]
-        out_members.append({
-            "id": m.id, "name": m.name, "generation": m.generation, "operator": m.operator,
-            "kind": operator_kind(m.operator), "state": m.state.value,
-            "parents": list(m.parents), "children": children.get(m.id, []),
-            "edges": [{"parent": p, "label": edge_label(m, by_id[p]), "lanes": tree.lanes.get((p, m.id), [])}
-                      for p in m.parents if p in by_id],
-            "params": m.params, "recipe": _recipe_text(m), "survived": survived.get(m.id, []),
-            "select": weighted["select"][m.id], "report": weighted["report"][m.id], "tasks": tasks,
-            "scores": _score_rows(store.scores(member_subject(m.id), any_limit=True)),
-            "col": col, "row": row,
-        })
-
-    contenders = [m for m in members if m.state is not MemberState.INTERMEDIATE]
-    out_generations = []
-    for gen in [0, *sorted(generations)]:
-        population = [m.id for m in contenders if m.generation == 0] if gen == 0 else generations[gen]
-        born = [m.id for m in contenders if m.generation == gen]
-        entry: dict[str, Any] = {"generation": gen, "population": population, "born": born}
-        for name in splits:
-            entry[name] = _stats([v for i in population if (v := weighted[name].get(i)) is not None])
-        out_generations.append(entry)
-
-    sigmas: dict[int, dict[int, float]] = {}
-    for _, _, d in store.events(kind="cma_tell"):
-        sigmas.setdefault(d["crossover"], {})[d["iteration"]] = _num(d.get("sigma"))
-    candidates: dict[int, list[dict]] = {}
-    for c in store.all_candidates():
-        candidates.setdefault(c.crossover_id, []).append(
-            {"id": c.id, "subject": candidate_subject(c.id), "iteration": c.iteration, "idx": c.idx,
-             "params": c.params, "fitness": _num(c.fitness)})
     method = pipeline.crossover.method if pipeline.crossover is not None else None
-    out_crossovers = [{"id": x.id, "generation": x.generation, "slot": x.slot, "parents": list(x.parents),
-                       "child": x.child_id, "method": method, "candidates": candidates.get(x.id, []),
-                       "sigma": [sigmas.get(x.id, {}).get(i) for i in range(x.iteration)]}
-                      for x in store.crossovers()]
-
-    out_mutations = []
-    for mu in store.mutations():
-        iterations = store.es_iterations(mu.id) if mu.operator.get("kind") == "es" else []
-        out_mutations.append({
-            "id": mu.id, "generation": mu.generation, "slot": mu.slot, "parent": mu.parent_id, "child": mu.child_id,
-            "kind": mu.operator.get("kind"), "operator": mu.operator,
-            "rewards": [{"iteration": it["iteration"],
-                         "mean": _num(statistics.fmean(it["rewards_plus"] + it["rewards_minus"])),
-                         "best": _num(max(it["rewards_plus"] + it["rewards_minus"])),
-                         "worst": _num(min(it["rewards_plus"] + it["rewards_minus"]))} for it in iterations],
-        })
-
     best = max((m for m in out_members if m["state"] != "intermediate" and m["select"] is not None),
                key=lambda m: (m["select"], -m["id"]), default=None)
+    fit = pipeline.fitness
     return {
         "run": {
             "name": pipeline.name, "dir": str(run_dir), "seed": pipeline.seed,
@@ -203,13 +130,87 @@ def collect(store: Store, pipeline: PipelineConfig, *, run_dir: Path) -> dict[st
             "crossover": method,
             "mutation": [op.kind for op in pipeline.mutation.operators] if pipeline.mutation else [],
             "tasks": [{"task": t.task, "metric": t.metric, "weight": t.weight} for t in fit.tasks],
-            "splits": {name: {"split": s.split, "limit": s.limit} for name, s in splits.items()},
+            "splits": {which: {"split": fit.split(which).split, "limit": fit.split(which).limit} for which in SPLITS},
             "num_fewshot": fit.num_fewshot,
             "best": None if best is None else best["id"],
         },
-        "colors": {**OPERATOR_COLORS, **{m.operator: operator_color(m.operator) for m in members}},
+        "colors": {**operator_colors(), **{m.operator: operator_color(m.operator) for m in members}},
         "members": out_members,
-        "generations": out_generations,
-        "crossovers": out_crossovers,
-        "mutations": out_mutations,
+        "generations": _generations(members, generations, scores),
+        "crossovers": _crossovers(store, method),
+        "mutations": _mutations(store),
     }
+
+
+def _members(store: Store, members: list[MemberRecord], scores: dict[str, dict[int, Scores]]) -> list[dict]:
+    by_id = {m.id: m for m in members}
+    survived: dict[int, list[int]] = {}
+    for gen, ids in store.generations().items():
+        for i in ids:
+            survived.setdefault(i, []).append(gen)
+    children: dict[int, list[int]] = {}
+    for m in members:
+        for p in m.parents:
+            children.setdefault(p, []).append(m.id)
+    tree = layout(members)
+    out = []
+    for m in members:
+        tasks = {t: {which: _num(scores[which][m.id].tasks[t]) for which in SPLITS} for t in scores["select"][m.id].tasks}
+        col, row = tree.places[m.id]
+        out.append({
+            "id": m.id, "name": m.name, "generation": m.generation, "operator": m.operator,
+            "kind": operator_kind(m.operator), "state": m.state.value,
+            "parents": list(m.parents), "children": children.get(m.id, []),
+            "edges": [{"parent": p, "label": edge_label(m, by_id[p]), "lanes": tree.lanes.get((p, m.id), [])}
+                      for p in m.parents if p in by_id],
+            "params": m.params, "recipe": _recipe_text(m), "survived": survived.get(m.id, []),
+            "select": _num(scores["select"][m.id].weighted), "report": _num(scores["report"][m.id].weighted),
+            "tasks": tasks, "scores": _score_rows(store.scores(member_subject(m.id), any_limit=True)),
+            "col": col, "row": row,
+        })
+    return out
+
+
+def _generations(members: list[MemberRecord], generations: dict[int, list[int]],
+                 scores: dict[str, dict[int, Scores]]) -> list[dict]:
+    """Per generation: its population, the members born in it, and the best, median and worst of the population."""
+    contenders = [m for m in members if m.state is not MemberState.INTERMEDIATE]
+    out = []
+    for gen in [0, *sorted(generations)]:
+        population = [m.id for m in contenders if m.generation == 0] if gen == 0 else generations[gen]
+        entry: dict[str, Any] = {"generation": gen, "population": population,
+                                 "born": [m.id for m in contenders if m.generation == gen]}
+        for which in SPLITS:
+            entry[which] = _stats([v for i in population if (v := _num(scores[which][i].weighted)) is not None])
+        out.append(entry)
+    return out
+
+
+def _crossovers(store: Store, method: str | None) -> list[dict]:
+    """Each crossover's CMA-ES candidates, in order, and its step size after each tell."""
+    sigmas: dict[int, dict[int, float]] = {}
+    for _, _, d in store.events(kind="cma_tell"):
+        sigmas.setdefault(d["crossover"], {})[d["iteration"]] = _num(d.get("sigma"))
+    candidates: dict[int, list[dict]] = {}
+    for c in store.candidates():
+        candidates.setdefault(c.crossover_id, []).append(
+            {"id": c.id, "subject": candidate_subject(c.id), "iteration": c.iteration, "idx": c.idx,
+             "params": c.params, "score": _num(c.score)})
+    return [{"id": x.id, "generation": x.generation, "slot": x.slot, "parents": list(x.parents),
+             "child": x.child_id, "method": method, "candidates": candidates.get(x.id, []),
+             "sigma": [sigmas.get(x.id, {}).get(i) for i in range(x.iteration)]}
+            for x in store.crossovers()]
+
+
+def _mutations(store: Store) -> list[dict]:
+    """Each mutation, with its operator's per-step reward curve (noise ES) where it has one."""
+    out = []
+    for mu in store.mutations():
+        operator = operator_class(mu.operator.get("kind", ""))
+        curve = operator.curve(store.mutation_steps(mu.id)) if operator is not None else []
+        out.append({
+            "id": mu.id, "generation": mu.generation, "slot": mu.slot, "parent": mu.parent_id, "child": mu.child_id,
+            "kind": mu.operator.get("kind"), "operator": mu.operator,
+            "rewards": [{k: (v if k == "iteration" else _num(v)) for k, v in point.items()} for point in curve],
+        })
+    return out

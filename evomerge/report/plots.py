@@ -30,22 +30,29 @@ def _fmt(v) -> str:
     return "–" if v is None else f"{v:.3f}"
 
 
+class _Grid:
+    """The tree's geometry, in inches (one data unit is one inch): node size, column and row pitch."""
+    node_w, node_h, col_w, row_h = 1.45, 0.56, 2.0, 0.75
+
+    def left(self, col: int) -> float:
+        return col * self.col_w
+
+    def mid(self, row: float) -> float:
+        return -row * self.row_h - self.node_h / 2
+
+
 def lineage(data: dict[str, Any], path: Path) -> Path:
     """The tree as in the HTML page: columns by generation, edges coloured by operator along the same lanes, nodes
     coloured by select fitness."""
-    import matplotlib
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
-    from matplotlib.patches import FancyBboxPatch, PathPatch
-    from matplotlib.path import Path as MplPath
 
-    members = data["members"]
-    by_id = {m["id"]: m for m in members}
-    node_w, node_h, col_w, row_h = 1.45, 0.56, 2.0, 0.75  # inches: one data unit is one inch
+    members, grid = data["members"], _Grid()
     lanes = [row for m in members for e in m["edges"] for _, row in e["lanes"]]
     ncols = max(m["col"] for m in members) + 1
     nrows = max([m["row"] for m in members] + lanes) + 1
-    width, height = (ncols - 1) * col_w + node_w + 0.3 + 1.5, (nrows - 1) * row_h + node_h + 0.3 + 0.7
+    width = (ncols - 1) * grid.col_w + grid.node_w + 0.3 + 1.5
+    height = (nrows - 1) * grid.row_h + grid.node_h + 0.3 + 0.7
     fig = Figure(figsize=(width, height), dpi=DPI)
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_xlim(-0.15, width - 0.15)
@@ -53,53 +60,13 @@ def lineage(data: dict[str, Any], path: Path) -> Path:
     ax.axis("off")
     values = [m["select"] for m in members if m["select"] is not None]
     lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
-    cmap = matplotlib.colormaps["viridis"]
-
-    def left(col: int) -> float:
-        return col * col_w
-
-    def mid(row: float) -> float:
-        return -row * row_h - node_h / 2
-
-    for m in members:
-        for e in m["edges"]:
-            p = by_id[e["parent"]]
-            verts, x, y = [(left(p["col"]) + node_w, mid(p["row"]))], left(p["col"]) + node_w, mid(p["row"])
-            for col, row in [*e["lanes"], (m["col"], m["row"])]:
-                qx, qy = left(col), mid(row)
-                dx = max(0.15, (qx - x) / 2)
-                verts += [(x + dx, y), (qx - dx, qy), (qx, qy)]
-                x, y = qx, qy
-                if (col, row) != (m["col"], m["row"]):
-                    verts += [(x, y), (x + node_w, y), (x + node_w, y)]  # straight along the lane (a flat curve)
-                    x += node_w
-            codes = [MplPath.MOVETO] + [MplPath.CURVE4] * (len(verts) - 1)
-            ax.add_patch(PathPatch(MplPath(verts, codes), fill=False, lw=1.6, alpha=0.85,
-                                   edgecolor=_color(data, m["operator"]), zorder=1))
+    _edges(ax, data, grid)
     for g in sorted({m["generation"] for m in members}):
         cols = [m["col"] for m in members if m["generation"] == g]
-        ax.text((left(min(cols)) + left(max(cols)) + node_w) / 2, 0.25, "seeds" if g == 0 else f"generation {g}",
-                ha="center", fontsize=8, weight="bold", color="#57606a")
+        ax.text((grid.left(min(cols)) + grid.left(max(cols)) + grid.node_w) / 2, 0.25,
+                "seeds" if g == 0 else f"generation {g}", ha="center", fontsize=8, weight="bold", color="#57606a")
     for m in members:
-        x, y = left(m["col"]), mid(m["row"])
-        v = m["select"]
-        face = (0.9, 0.91, 0.92) if v is None else matplotlib.colors.to_rgb(
-            cmap(0.5 if hi - lo < 1e-12 else (v - lo) / (hi - lo)))
-        if m["state"] == "intermediate":
-            face = tuple(c + (1 - c) * 0.6 for c in face)
-        ink = "#111111" if 0.2126 * face[0] + 0.7152 * face[1] + 0.0722 * face[2] > 0.55 else "#ffffff"
-        style = {"alive": {"lw": 2.2, "ls": "-", "ec": "#111111"},
-                 "intermediate": {"lw": 1.0, "ls": "--", "ec": "#57606a"}}
-        ax.add_patch(FancyBboxPatch((x, y - node_h / 2), node_w, node_h, boxstyle="round,pad=0,rounding_size=0.05",
-                                    fc=face, zorder=2, **style.get(m["state"], {"lw": 0.8, "ec": "#8c959f"})))
-        ax.add_patch(FancyBboxPatch((x, y - node_h / 2), 0.05, node_h, boxstyle="square,pad=0",
-                                    fc=_color(data, m["operator"]), ec="none", zorder=3))
-        name = m["name"] if len(m["name"]) <= 20 else m["name"][:19] + "…"
-        ax.text(x + 0.1, y + 0.1, name, fontsize=7, weight="bold", color=ink, va="center", zorder=4)
-        if m["state"] == "alive":
-            ax.text(x + node_w - 0.06, y + 0.1, "★", fontsize=8, color=ink, va="center", ha="right", zorder=4)
-        ax.text(x + 0.1, y - 0.12, f"sel {_fmt(m['select'])} · rep {_fmt(m['report'])}", fontsize=6, color=ink,
-                va="center", zorder=4)
+        _node(ax, data, grid, m, lo, hi)
     ops = sorted({m["operator"] for m in members if m["edges"]})
     ax.legend(handles=[Line2D([], [], color=_color(data, op), lw=2, label=op) for op in ops], loc="upper right",
               fontsize=7, frameon=False, title="operator", title_fontsize=7)
@@ -107,6 +74,57 @@ def lineage(data: dict[str, Any], path: Path) -> Path:
             "(light); ★ alive; dashed: intermediate", fontsize=7.5, va="center")
     fig.savefig(path)
     return path
+
+
+def _edges(ax, data: dict[str, Any], grid: _Grid) -> None:
+    """Each edge as a curve from its parent's right side through its lanes to its child's left side."""
+    from matplotlib.patches import PathPatch
+    from matplotlib.path import Path as MplPath
+
+    by_id = {m["id"]: m for m in data["members"]}
+    for m in data["members"]:
+        for e in m["edges"]:
+            p = by_id[e["parent"]]
+            x, y = grid.left(p["col"]) + grid.node_w, grid.mid(p["row"])
+            verts = [(x, y)]
+            for col, row in [*e["lanes"], (m["col"], m["row"])]:
+                qx, qy = grid.left(col), grid.mid(row)
+                dx = max(0.15, (qx - x) / 2)
+                verts += [(x + dx, y), (qx - dx, qy), (qx, qy)]
+                x, y = qx, qy
+                if (col, row) != (m["col"], m["row"]):
+                    verts += [(x, y), (x + grid.node_w, y), (x + grid.node_w, y)]  # along the lane (a flat curve)
+                    x += grid.node_w
+            codes = [MplPath.MOVETO] + [MplPath.CURVE4] * (len(verts) - 1)
+            ax.add_patch(PathPatch(MplPath(verts, codes), fill=False, lw=1.6, alpha=0.85,
+                                   edgecolor=_color(data, m["operator"]), zorder=1))
+
+
+def _node(ax, data: dict[str, Any], grid: _Grid, m: dict, lo: float, hi: float) -> None:
+    """One member's box: filled by select fitness, its operator's colour on the left edge, name and scores."""
+    import matplotlib
+    from matplotlib.patches import FancyBboxPatch
+
+    x, y = grid.left(m["col"]), grid.mid(m["row"])
+    v = m["select"]
+    face = (0.9, 0.91, 0.92) if v is None else matplotlib.colors.to_rgb(
+        matplotlib.colormaps["viridis"](0.5 if hi - lo < 1e-12 else (v - lo) / (hi - lo)))
+    if m["state"] == "intermediate":
+        face = tuple(c + (1 - c) * 0.6 for c in face)
+    ink = "#111111" if 0.2126 * face[0] + 0.7152 * face[1] + 0.0722 * face[2] > 0.55 else "#ffffff"
+    style = {"alive": {"lw": 2.2, "ls": "-", "ec": "#111111"},
+             "intermediate": {"lw": 1.0, "ls": "--", "ec": "#57606a"}}
+    ax.add_patch(FancyBboxPatch((x, y - grid.node_h / 2), grid.node_w, grid.node_h,
+                                boxstyle="round,pad=0,rounding_size=0.05", fc=face, zorder=2,
+                                **style.get(m["state"], {"lw": 0.8, "ec": "#8c959f"})))
+    ax.add_patch(FancyBboxPatch((x, y - grid.node_h / 2), 0.05, grid.node_h, boxstyle="square,pad=0",
+                                fc=_color(data, m["operator"]), ec="none", zorder=3))
+    name = m["name"] if len(m["name"]) <= 20 else m["name"][:19] + "…"
+    ax.text(x + 0.1, y + 0.1, name, fontsize=7, weight="bold", color=ink, va="center", zorder=4)
+    if m["state"] == "alive":
+        ax.text(x + grid.node_w - 0.06, y + 0.1, "★", fontsize=8, color=ink, va="center", ha="right", zorder=4)
+    ax.text(x + 0.1, y - 0.12, f"sel {_fmt(m['select'])} · rep {_fmt(m['report'])}", fontsize=6, color=ink,
+            va="center", zorder=4)
 
 
 def fitness(data: dict[str, Any], path: Path) -> Path:
@@ -189,13 +207,13 @@ def cmaes(data: dict[str, Any], path: Path) -> Path:
     for ax, x in zip(axes, xs):
         child = by_id.get(x["child"])
         chosen = child["params"].get("candidate") if child else None
-        scored = [(i + 1, c) for i, c in enumerate(x["candidates"]) if c["fitness"] is not None]
+        scored = [(i + 1, c) for i, c in enumerate(x["candidates"]) if c["score"] is not None]
         best, curve = -math.inf, []
         for i, c in scored:
-            best = max(best, c["fitness"])
+            best = max(best, c["score"])
             curve.append((i, best))
-        ax.scatter([i for i, _ in scored], [c["fitness"] for _, c in scored], s=14, color="#9ca3af", zorder=2)
-        ring = [(i, c["fitness"]) for i, c in scored if c["id"] == chosen]
+        ax.scatter([i for i, _ in scored], [c["score"] for _, c in scored], s=14, color="#9ca3af", zorder=2)
+        ring = [(i, c["score"]) for i, c in scored if c["id"] == chosen]
         if ring:
             ax.scatter(*zip(*ring), s=40, facecolors="none", edgecolors="#111111", linewidths=1.5, zorder=4)
         if curve:
@@ -217,15 +235,16 @@ def _panel(ax, title: str, xlabel: str) -> None:
 
 
 def es(data: dict[str, Any], path: Path) -> Path:
-    """One panel per ES mutant: mean reward per iteration between the best and worst perturbation."""
+    """One panel per mutant with a reward curve (noise ES): mean reward per iteration between the best and worst
+    perturbation."""
     by_id = {m["id"]: m for m in data["members"]}
-    mutants = [mu for mu in data["mutations"] if mu["kind"] == "es" and mu["rewards"]]
+    mutants = [mu for mu in data["mutations"] if mu["rewards"]]
     fig, axes = _grid(len(mutants))
     for ax, mu in zip(axes, mutants):
         its = [r["iteration"] for r in mu["rewards"]]
         ax.fill_between(its, [r["worst"] for r in mu["rewards"]], [r["best"] for r in mu["rewards"]],
-                        color=_color(data, "es"), alpha=0.15, lw=0)
-        ax.plot(its, [r["mean"] for r in mu["rewards"]], color=_color(data, "es"), lw=2, marker="o", ms=2.5)
+                        color=_color(data, mu["kind"]), alpha=0.15, lw=0)
+        ax.plot(its, [r["mean"] for r in mu["rewards"]], color=_color(data, mu["kind"]), lw=2, marker="o", ms=2.5)
         child = by_id.get(mu["child"])
         _panel(ax, f"{child['name'] if child else 'in progress'} ← {by_id[mu['parent']]['name']}", "iteration")
     fig.suptitle(f"{data['run']['name']}: ES reward per iteration (mean; band: best to worst perturbation)",
@@ -244,6 +263,6 @@ def write_all(data: dict[str, Any], out_dir: Path) -> list[Path]:
                select_vs_report(data, out_dir / "select_vs_report.png")]
     if data["crossovers"]:
         written.append(cmaes(data, out_dir / "cmaes.png"))
-    if any(mu["kind"] == "es" and mu["rewards"] for mu in data["mutations"]):
+    if any(mu["rewards"] for mu in data["mutations"]):
         written.append(es(data, out_dir / "es.png"))
     return written

@@ -640,9 +640,9 @@
       let best = null;
       const dots = [], line = [];
       x.candidates.forEach((c, i) => {
-        if (c.fitness === null) return;
-        best = best === null ? c.fitness : Math.max(best, c.fitness);
-        dots.push({ x: i + 1, y: c.fitness, ring: c.id === chosen, title: `iteration ${c.iteration}, proposal ${c.idx}: ${fmt(c.fitness)}\n${JSON.stringify(c.params)}` });
+        if (c.score === null) return;
+        best = best === null ? c.score : Math.max(best, c.score);
+        dots.push({ x: i + 1, y: c.score, ring: c.id === chosen, title: `iteration ${c.iteration}, proposal ${c.idx}: ${fmt(c.score)}\n${JSON.stringify(c.params)}` });
         line.push({ x: i + 1, y: best });
       });
       const color = opColor(x.method || "linear");
@@ -666,7 +666,7 @@
   }
 
   function esSection() {
-    const es = DATA.mutations.filter((m) => m.kind === "es" && m.rewards.length);
+    const es = DATA.mutations.filter((m) => m.rewards.length);  // operators with a reward curve (noise ES)
     if (!es.length) return null;
     const grid = el("div", { class: "panels" });
     for (const mu of es) {
@@ -675,13 +675,13 @@
       const reward = mu.operator.reward || {};
       grid.appendChild(el("div", { class: "panel" },
         el("div", { class: "panel-title" }, child ? memberButton(child.id) : el("span", { text: `generation ${mu.generation} slot ${mu.slot} (in progress)` }), el("span", { class: "muted", text: ` ← ${parent ? parent.name : "?"}` })),
-        el("div", { class: "panel-note muted", text: `${mu.rewards.length} iterations × ${mu.operator.pairs} pairs · ${reward.kind || ""} reward` }),
+        el("div", { class: "panel-note muted", text: `${mu.kind}: ${mu.rewards.length} iterations${mu.operator.pairs ? ` × ${mu.operator.pairs} pairs` : ""} · ${reward.kind || ""} reward` }),
         chart({
           width: 300, height: 170, integerX: true, yTickCount: 4,
           series: [
             { label: "best pair member", color: "#f0b27a", points: mu.rewards.map((r) => ({ x: r.iteration, y: r.best })), line: true, width: 1, dash: "3 3", legend: false },
             { label: "worst pair member", color: "#f0b27a", points: mu.rewards.map((r) => ({ x: r.iteration, y: r.worst })), line: true, width: 1, dash: "3 3", legend: false },
-            { label: "mean reward", color: opColor("es"), points: mu.rewards.map((r) => ({ x: r.iteration, y: r.mean, title: `iteration ${r.iteration}: mean ${fmt(r.mean)}` })), line: true, radius: 2.5, width: 2, legend: false },
+            { label: "mean reward", color: opColor(mu.kind), points: mu.rewards.map((r) => ({ x: r.iteration, y: r.mean, title: `iteration ${r.iteration}: mean ${fmt(r.mean)}` })), line: true, radius: 2.5, width: 2, legend: false },
           ],
         })));
     }

@@ -1,0 +1,91 @@
+"""TIES merging (Yadav et al., arXiv 2306.01708, alg. 1): trim each task vector to its `density` largest magnitudes,
+elect a sign per entry (the sign of the summed weighted deltas), keep the deltas that agree with it and divide by
+the summed weights of those that agree (mergekit `ties`, consensus "sum", normalised)."""
+from __future__ import annotations
+
+from evomerge.crossover.methods.base import DENSITY, WEIGHT, Kernel, ResidentTensor, TaskVectorMethod
+
+
+def _consensus(out, base, deltas, w, inverse) -> None:
+    """TIES sign consensus over weighted, sparsified deltas, as mergekit's get_mask and merge_group.
+    sign(d) == majority is written as (d > 0 where the sum is >= 0, else d < 0): the same test, and it vectorises.
+    `inverse` normalises: entry m is 1 / (summed weights of the parents in bit set m), or 1 where that sum is 0
+    (mergekit's divisor rule), so each element picks a reciprocal instead of dividing (within an ulp of dividing).
+    None: no normalisation (dare_ties)."""
+    total = deltas[0]
+    for d in deltas[1:]:
+        total = total + d
+    positive = total >= 0
+    agree = [(d > 0).where(positive, d < 0) for d in deltas]
+    mixed = deltas[0].where(agree[0], 0.0)
+    for a, d in zip(agree[1:], deltas[1:]):
+        mixed = mixed + d.where(a, 0.0)
+    if inverse is not None:
+        mixed = mixed * _pick(agree, inverse, 0, 0)
+    out.copy_(base + mixed)
+
+
+def _pick(agree, table, i: int, bits: int):
+    """table[sum of 2^i over the parents i that agree], as nested selects (traced once per parent count)."""
+    if i == len(agree):
+        return table[bits]
+    return _pick(agree, table, i + 1, bits | (1 << i)).where(agree[i], _pick(agree, table, i + 1, bits))
+
+
+def _ties(out, base, tvs, ranks, k, w, inverse) -> None:
+    """Keep each task vector's k largest magnitudes (by mergekit's own argsort ranks), then sign consensus."""
+    deltas = [tv.where(r < k[i], 0.0) * w[i] for i, (tv, r) in enumerate(zip(tvs, ranks))]
+    _consensus(out, base, deltas, w, inverse)
+
+
+def inverse_weights(w: list[float], dtype, device):
+    """1 / (sum of the weights in each subset of parents), 1 for a zero sum: `_consensus`'s `inverse` table."""
+    import torch
+
+    sums = torch.tensor([sum(w[i] for i in range(len(w)) if m >> i & 1) for m in range(2 ** len(w))], dtype=dtype)
+    return torch.where(sums == 0, 1.0, 1.0 / torch.where(sums == 0, 1.0, sums)).to(device)
+
+
+def rank_all(tensors: list[ResidentTensor]) -> None:
+    """Each task vector entry's position in `torch.argsort(|tv|, descending=True)`, the call mergekit's magnitude()
+    makes (its order among equal magnitudes is the sort's own, so only the same call gives the same masks). Two
+    sorts at a time: torch's CPU sort of one tensor runs on one core."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    def rank(tv):
+        w = tv.abs().reshape(-1)
+        if w.device.type == "cpu":
+            w = w.float()
+        order = torch.argsort(w, descending=True)
+        out = torch.empty(tv.numel(), dtype=torch.int32, device=tv.device)
+        out[order] = torch.arange(tv.numel(), dtype=torch.int32, device=tv.device)
+        return out
+
+    jobs = [(t, tv) for t in tensors for tv in t.inputs]
+    with ThreadPoolExecutor(max_workers=max(1, min(4, torch.get_num_threads()))) as pool:
+        ranks = list(pool.map(lambda job: rank(job[1]), jobs))
+    for (t, _), r in zip(jobs, ranks):
+        t.aux.setdefault("ranks", []).append(r)
+
+
+class Ties(TaskVectorMethod):
+    mergekit_method = "ties"
+    parameters = (WEIGHT, DENSITY)
+    color = "#009E73"
+    fast = True
+    kernel = Kernel(_ties)
+
+    def finish(self, tensors: list[ResidentTensor], *, seed: int, dtype) -> None:
+        rank_all(tensors)
+
+    def write(self, t: ResidentTensor, params: dict, out) -> None:
+        import torch
+
+        w = self.values(params, WEIGHT, t.group)
+        densities = self.values(params, DENSITY, t.group, default=1.0)
+        # mergekit's magnitude(): density >= 1 keeps the task vector as it is, else the max(1, int(d * n)) largest
+        k = [t.numel if d >= 1 else max(1, int(d * t.numel)) for d in densities]
+        self.kernel(out, t.base, t.inputs, t.aux["ranks"], self.vec(k, torch.int32), self.vec(w, t.base.dtype),
+                    inverse_weights(w, t.base.dtype, self.device))

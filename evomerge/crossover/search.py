@@ -1,0 +1,122 @@
+"""The driver's side of a crossover: pick the parents, run CMA-ES over their merges (ask, evaluate through the
+executor, tell), and keep the best merge as the child. Every ask, every candidate's score and every tell is one
+transaction; a resumed crossover replays its told iterations into a fresh CMA-ES and goes on.
+"""
+from __future__ import annotations
+
+from evomerge.context import RunContext
+from evomerge.crossover.cma import CmaSearch
+from evomerge.errors import EvomergeError
+from evomerge.executor.base import Candidate, CrossoverJob
+from evomerge.records import CrossoverRecord, MemberState, by_task, candidate_subject, member_subject
+from evomerge.selection.base import ParentSelector
+from evomerge.streams import rng_for
+
+
+class CrossoverStage:
+    def __init__(self, ctx: RunContext, parents: ParentSelector) -> None:
+        self.ctx = ctx
+        self.parents = parents
+
+    def run(self, generation: int, slot: int, pool: list[int], *, name: str, intermediate: bool) -> int:
+        """Breed the child `name` of (generation, slot) from `pool`; returns its member id. An `intermediate` child
+        is about to be mutated: it gets no weights on disk (the mutation builds it in memory)."""
+        ctx = self.ctx
+        rec = ctx.store.crossover(generation, slot) or self._start(generation, slot, pool)
+        if rec.child_id is not None:
+            return rec.child_id
+        genome = ctx.artifacts.genome(rec.parents)
+        search = CmaSearch(genome, ctx.cfg.crossover.cma, seed=ctx.cfg.seed, generation=generation, slot=slot)
+        search.replay(self._told(rec))
+        job = CrossoverJob(generation=generation, slot=slot, genome=genome, paths=ctx.artifacts.paths(rec.parents),
+                           base_path=ctx.artifacts.base_path(), resident_from=ctx.artifacts.base_path(),
+                           seed=ctx.cfg.seed, dtype=ctx.cfg.dtype)
+        names = " × ".join(genome.parents)
+        bar = ctx.reporter.step(f"gen {generation} child {slot + 1}/{ctx.cfg.children_per_generation}: "
+                                f"{genome.method.name} {names}", total=search.iterations * search.spec.popsize,
+                                completed=sum(c.score is not None for c in ctx.store.candidates(rec.id)))
+        while not search.done:
+            self._iteration(rec, search, job, bar)
+        ctx.executor.end_crossover(job)
+        return self._finish(rec, job, name=name, intermediate=intermediate)
+
+    def _start(self, generation: int, slot: int, pool: list[int]) -> CrossoverRecord:
+        ctx = self.ctx
+        parents = self.parents.select(pool, ctx.board.members(pool), n=ctx.cfg.parents_per_child,
+                                      rng=rng_for(ctx.cfg.seed, generation, slot))
+        with ctx.store.transaction():
+            cid = ctx.store.add_crossover(generation=generation, slot=slot, parents=tuple(parents))
+            ctx.store.add_event("crossover_started", crossover=cid, generation=generation, slot=slot, parents=parents)
+        return ctx.store.crossover(generation, slot)
+
+    def _told(self, rec: CrossoverRecord) -> list[tuple[list[list[float]], list[float]]]:
+        """The told iterations, from the store: the search's state."""
+        cands = self.ctx.store.candidates(rec.id)
+        return [([list(c.x) for c in cands if c.iteration == it], [c.score for c in cands if c.iteration == it])
+                for it in range(rec.iteration)]
+
+    def _iteration(self, rec: CrossoverRecord, search: CmaSearch, job: CrossoverJob, bar) -> None:
+        ctx, it = self.ctx, search.iteration
+        xs = search.ask()
+        cands = ctx.store.candidates(rec.id, iteration=it)
+        if not cands:
+            with ctx.store.transaction():
+                ctx.store.add_candidates(rec.id, it, [(x, job.genome.params(x)) for x in xs])
+                ctx.store.add_event("cma_ask", crossover=rec.id, iteration=it, proposals=len(xs))
+            cands = ctx.store.candidates(rec.id, iteration=it)
+        elif [list(c.x) for c in cands] != xs:
+            raise EvomergeError(f"crossover {rec.id} iteration {it}: the stored proposals are not what CMA-ES asks "
+                                "when it replays the run. Fix: resume with the release that started the run")
+        scores = {c.id: c.score for c in cands}
+        key = ctx.board.key("select")
+        pending = [Candidate(key=c.id, params=c.params) for c in cands if c.score is None]
+        for cand, scored in ctx.executor.evaluate(job, pending):
+            value = ctx.cfg.fitness.weighted(scored.results)
+            subject = candidate_subject(cand.key)
+            with ctx.store.transaction():
+                ctx.store.add_scores(subject, **key, results=scored.results, docs=scored.docs)
+                ctx.store.set_candidate_score(cand.key, value)
+                ctx.store.add_event("scored", subject=subject, split=key["split"], score=value, lm=scored.lm)
+            scores[cand.key] = value
+            ctx.reporter.advance(bar)
+            ctx.reporter.log(f"  candidate {it}.{next(c.idx for c in cands if c.id == cand.key)}: select {value:.4f} "
+                             f"(best so far {max(s for s in scores.values() if s is not None):.4f}) "
+                             f"{_fmt_params(cand.params)}")
+        search.tell(xs, [scores[c.id] for c in cands])
+        with ctx.store.transaction():
+            ctx.store.set_crossover_iteration(rec.id, it + 1)
+            ctx.store.add_event("cma_tell", crossover=rec.id, iteration=it, sigma=search.sigma,
+                                best=max(scores.values()))
+
+    def _finish(self, rec: CrossoverRecord, job: CrossoverJob, *, name: str, intermediate: bool) -> int:
+        ctx = self.ctx
+        best = max(ctx.store.candidates(rec.id), key=lambda c: (c.score, -c.iteration, -c.idx))  # ties: the first
+        config = job.merge_config(best.params)
+        out = ctx.artifacts.members_dir / name
+        if not intermediate and not out.exists():
+            from evomerge.crossover.merge import merge_to_disk
+
+            out.parent.mkdir(parents=True, exist_ok=True)
+            merge_to_disk(config, out, seed=ctx.cfg.seed, device=ctx.cfg.device)
+        method = job.genome.method.name
+        key = ctx.board.key("select")
+        rows = ctx.store.scores(candidate_subject(best.id), **key)
+        with ctx.store.transaction():
+            child = ctx.store.add_member(
+                name=name, generation=rec.generation, operator=method, parents=rec.parents,
+                params={"merge": best.params, "candidate": best.id, "seed": ctx.cfg.seed}, recipe=config.to_yaml(),
+                weights=None if intermediate else ctx.artifacts.ref(out),
+                state=MemberState.INTERMEDIATE if intermediate else MemberState.ALIVE)
+            ctx.store.add_scores(member_subject(child), **key, results=by_task(rows),  # the best candidate's, reused
+                                 docs={r.task: r.docs for r in rows}, reused_from=candidate_subject(best.id))
+            ctx.store.set_crossover_child(rec.id, child)
+            ctx.store.add_event("member_added", member=child, name=name, operator=method, score=best.score)
+        ctx.reporter.log(f"child {name}: {method} of {', '.join(job.genome.parents)}, select {best.score:.4f}")
+        return child
+
+
+def _fmt_params(params: dict) -> str:
+    parts = []
+    for owner, values in params.items():
+        parts.append(f"{owner}: " + ", ".join(f"{k}={'/'.join(f'{v:.2f}' for v in vs)}" for k, vs in values.items()))
+    return "[" + "; ".join(parts) + "]"

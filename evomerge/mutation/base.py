@@ -1,0 +1,59 @@
+"""What a mutation operator is: one class with its settings, the checks it needs before any compute, the mutation
+itself (a model in memory in, a mutant and its recipe out), the rebuild of a retired mutant from its recipe, and
+its lineage label. The driver commits what `mutate` reports through `checkpoint`; `mutate` never writes the store.
+
+    from evomerge.registry import MUTATION_OPERATORS
+    MUTATION_OPERATORS.register("dropout", Dropout)   # Dropout(MutationOperator) with a Settings model
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+from evomerge.config import OperatorSettings
+from evomerge.executor.base import MutationJob
+from evomerge.records import MemberRecord, MutationStep
+
+if TYPE_CHECKING:
+    from evomerge.workbench import Workbench
+
+# checkpoint(step, data, **event): commit one step of a mutation (the driver does it, in one transaction)
+Checkpoint = Callable[..., None]
+
+
+@dataclass
+class Mutant:
+    model: Any
+    recipe: dict
+
+
+class MutationOperator:
+    name: ClassVar[str] = ""                      # the registry name (set when registered): the members' operator
+    Settings: ClassVar[type[OperatorSettings]] = OperatorSettings
+    color: ClassVar[str] = "#444444"
+    step_event: ClassVar[str] = "mutation_step"   # the event each committed step adds
+
+    @classmethod
+    def check(cls, settings: Any, check_data: Callable[..., None], *, key: str) -> None:
+        """Before any compute: raise ConfigError for data the settings name that does not exist.
+        `check_data(task, data, key=...)` checks a training task or a JSONL file."""
+
+    @classmethod
+    def mutate(cls, bench: "Workbench", model: Any, job: MutationJob, checkpoint: Checkpoint) -> Mutant:
+        """Mutate `model` (the parent, in memory, owned by the operator from now on)."""
+        raise NotImplementedError
+
+    @classmethod
+    def rebuild(cls, bench: "Workbench", model: Any, member: MemberRecord, run_dir: Path) -> Any:
+        """The member from its parent's model and its recipe, bit-exactly as `mutate` made it."""
+        raise NotImplementedError
+
+    @classmethod
+    def edge_label(cls, params: dict) -> str:
+        return cls.name
+
+    @classmethod
+    def curve(cls, steps: list[MutationStep]) -> list[dict]:
+        """Per step, for the report: {"iteration", "mean", "best", "worst"} of its rewards; [] if it has none."""
+        return []

@@ -1,0 +1,62 @@
+"""The driver's side of a mutation: its record (one per generation and slot), the steps the operator reports,
+committed one transaction each, and the mutant as a member. The computing happens in the executor."""
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+from typing import Any, Optional
+
+from evomerge.context import RunContext
+from evomerge.executor.base import MutationJob
+from evomerge.records import MemberRecord, MutationRecord
+from evomerge.registry import MUTATION_OPERATORS
+
+
+class MutationStage:
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+
+    def run(self, generation: int, slot: int, parent_id: int, settings: Any, *, name: str) -> int:
+        """Mutate member `parent_id` into the child `name` of (generation, slot); returns the child's id."""
+        store = self.ctx.store
+        rec = store.mutation(generation, slot)
+        if rec is None:
+            with store.transaction():
+                store.add_mutation(generation=generation, slot=slot, parent_id=parent_id,
+                                   operator=settings.model_dump(mode="json"))
+                store.add_event("mutation_started", generation=generation, slot=slot, parent=parent_id,
+                                operator=settings.kind)
+            rec = store.mutation(generation, slot)
+        if rec.child_id is not None:
+            return rec.child_id
+        return self.make(name=name, kind=settings.kind, settings=settings, parent=store.member(rec.parent_id),
+                         generation=generation, slot=slot, data_root=Path(self.ctx.loaded.pipeline_file).parent,
+                         mutation=rec)
+
+    def make(self, *, name: str, kind: str, settings: Any, parent: MemberRecord, generation: int, slot: int,
+             data_root: Path, mutation: Optional[MutationRecord] = None) -> int:
+        """Run operator `kind` on `parent` through the executor and add the mutant; a LoRA seed has no mutation."""
+        ctx = self.ctx
+        steps = [s.data for s in ctx.store.mutation_steps(mutation.id)] if mutation is not None else []
+        job = MutationJob(name=name, kind=kind, settings=settings, parent=ctx.artifacts.source(parent),
+                          parent_name=parent.name, seed=ctx.cfg.seed, generation=generation, slot=slot,
+                          out_dir=ctx.artifacts.members_dir / name, files_dir=ctx.artifacts.adapters_dir / name,
+                          files_ref=f"adapters/{name}", data_root=data_root, steps_done=steps)
+        recipe = ctx.executor.mutate(job, partial(self._checkpoint, mutation, kind))
+        with ctx.store.transaction():
+            mid = ctx.store.add_member(name=name, generation=generation, operator=kind, parents=(parent.id,),
+                                       params=settings.model_dump(mode="json"), recipe=json.dumps(recipe),
+                                       weights=ctx.artifacts.ref(job.out_dir))
+            if mutation is not None:  # same transaction: a resume never finds the member without its mutation
+                ctx.store.set_mutation_child(mutation.id, mid)
+            ctx.store.add_event("member_added", member=mid, name=name, operator=kind)
+        return mid
+
+    def _checkpoint(self, mutation: Optional[MutationRecord], kind: str, step: int, data: dict, **event: Any) -> None:
+        if mutation is None:
+            raise RuntimeError(f"{kind}: a seed's fine-tune has no steps to commit")
+        with self.ctx.store.transaction():
+            self.ctx.store.add_mutation_step(mutation.id, step, data)
+            self.ctx.store.add_event(MUTATION_OPERATORS.get(kind).step_event, mutation=mutation.id, iteration=step,
+                                     **event)

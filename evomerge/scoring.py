@@ -1,0 +1,32 @@
+"""Scoring members: each member is scored once per split (select, report), through the executor, and the scores
+are committed with the event that says which lm-eval model computed them."""
+from __future__ import annotations
+
+from evomerge.context import RunContext
+from evomerge.records import MemberRecord, member_subject
+
+
+class Scoring:
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+
+    def ensure(self, record: MemberRecord, which: str) -> None:
+        """Score `record` on the select or report split unless the store holds that score already."""
+        ctx = self.ctx
+        subject = member_subject(record.id)
+        if ctx.board.has(subject, which):
+            return
+        path = ctx.artifacts.materialise(record)
+        bar = ctx.reporter.step(f"scoring {record.name} on the {which} split", total=1)
+        scored = ctx.executor.score(path, which)
+        key = ctx.board.key(which)
+        weighted = ctx.cfg.fitness.weighted(scored.results)
+        with ctx.store.transaction():
+            ctx.store.add_scores(subject, **key, results=scored.results, docs=scored.docs)
+            ctx.store.add_event("scored", subject=subject, split=key["split"], score=weighted, lm=scored.lm)
+        ctx.reporter.advance(bar)
+        ctx.reporter.log(f"{record.name:>16} {which:>6}: {format_results(scored.results)}  weighted {weighted:.4f}")
+
+
+def format_results(results: dict) -> str:
+    return "  ".join(f"{task} {m.get('acc', next(iter(m.values()))):.3f}" for task, m in results.items())

@@ -1,0 +1,228 @@
+"""The store contract: what every backend of a run's records guarantees (Optuna's `BaseStorage` is the model).
+
+tests/test_store.py runs one suite of contract tests against every registered backend.
+"""
+from __future__ import annotations
+
+import abc
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from evomerge.records import (
+    CandidateRecord,
+    CrossoverRecord,
+    MemberRecord,
+    MemberState,
+    MutationRecord,
+    MutationStep,
+    ScoreRow,
+)
+
+
+class StoreConflict(Exception):
+    """A write that the contract forbids: a record written twice, or an immutable field changed."""
+
+
+class NotInTransaction(Exception):
+    """A write outside `with store.transaction():`."""
+
+
+class Store(abc.ABC):
+    """A run's records: members, scores, crossovers and their CMA-ES candidates, mutations and their steps,
+    survivors, events.
+
+    Transactions
+    - Every write happens inside `with store.transaction():`; a write outside one raises `NotInTransaction`.
+    - A transaction commits all of its writes or none of them. An exception inside it, or a `kill -9` for a backend
+      that persists, leaves the store as it was before the transaction began. The run makes each of its steps one
+      transaction: a member with its mutation link, a CMA-ES ask (its candidates), one candidate's score, a tell,
+      a mutation step, a generation's survivors with the retirements they cause.
+    - Transactions do not nest. Reads inside a transaction see its writes; other readers see only committed ones.
+
+    Immutable once written (writing it again raises `StoreConflict`)
+    - a member: its id, name (unique), generation, operator, parents, params and recipe;
+    - a score row, keyed by (subject, task, split, metric, limit, fewshot);
+    - a crossover (unique per generation and slot) and its parents; a candidate (unique per crossover, iteration
+      and index), its proposal and params; a candidate's score, once set;
+    - a mutation (unique per generation and slot), its parent and operator; a mutation step (unique per mutation
+      and step);
+    - the survivors of a generation;
+    - events: append-only, in order.
+
+    What may change
+    - a member's state, only from ALIVE to RETIRED or INTERMEDIATE (retiring drops its weights path);
+    - a member's weights path (set when its weights are written or rebuilt, cleared when they are deleted);
+    - a crossover's told iterations, one more at a time;
+    - the child of a crossover or of a mutation: set once, from None.
+
+    Ids are integers, increasing in insertion order, per kind of record.
+    """
+
+    kind: str = ""  # the registry name
+
+    # ------------------------------------------------------------ lifecycle
+
+    @classmethod
+    @abc.abstractmethod
+    def create(cls, location: Optional[Path], *, config: dict) -> "Store":
+        """A new, empty store for a run whose configuration is `config` (kept as given)."""
+
+    @classmethod
+    @abc.abstractmethod
+    def open(cls, location: Path) -> "Store":
+        """An existing store; raises EvomergeError if there is none at `location` or it cannot be read."""
+
+    @classmethod
+    def exists(cls, location: Path) -> bool:
+        """Whether `location` holds a store of this backend (False for backends that do not persist)."""
+        return False
+
+    def close(self) -> None:
+        """Release the backend's resources; the store is not used afterwards."""
+
+    @abc.abstractmethod
+    def transaction(self):
+        """A context manager: everything written inside it commits together or not at all."""
+
+    @abc.abstractmethod
+    def config(self) -> dict:
+        """The run's configuration, as given to `create`."""
+
+    # ------------------------------------------------------------ members
+
+    @abc.abstractmethod
+    def add_member(self, *, name: str, generation: int, operator: str, parents: tuple[int, ...], params: dict,
+                   recipe: str, weights: Optional[str], state: MemberState = MemberState.ALIVE) -> int:
+        """Add a member; returns its id. A name already used raises StoreConflict."""
+
+    @abc.abstractmethod
+    def retire(self, member_id: int, *, state: MemberState = MemberState.RETIRED) -> None:
+        """An ALIVE member leaves the population (RETIRED) or was a step of breeding (INTERMEDIATE)."""
+
+    @abc.abstractmethod
+    def set_weights(self, member_id: int, weights: Optional[str]) -> None:
+        """Where the member's weights are now (None: nowhere)."""
+
+    @abc.abstractmethod
+    def member(self, key: int | str) -> Optional[MemberRecord]:
+        """By id or by name."""
+
+    @abc.abstractmethod
+    def members(self, *, state: Optional[MemberState] = None) -> list[MemberRecord]:
+        """By id."""
+
+    # ------------------------------------------------------------ scores
+
+    @abc.abstractmethod
+    def add_scores(self, subject: str, *, split: str, limit: Optional[int], fewshot: int,
+                   results: dict[str, dict[str, float]], docs: dict[str, int],
+                   reused_from: Optional[str] = None) -> None:
+        """results: task -> metric -> value; docs: task -> documents scored. An existing row raises StoreConflict."""
+
+    @abc.abstractmethod
+    def scores(self, subject: str, *, split: Optional[str] = None, limit: Optional[int] = None,
+               fewshot: Optional[int] = None, any_limit: bool = False) -> list[ScoreRow]:
+        """A subject's rows, by task and metric; `limit` None means "all documents" unless `any_limit`."""
+
+    @abc.abstractmethod
+    def all_scores(self) -> list[ScoreRow]:
+        """Every row, by subject, task, split and metric."""
+
+    # ------------------------------------------------------------ crossovers and their CMA-ES candidates
+
+    @abc.abstractmethod
+    def add_crossover(self, *, generation: int, slot: int, parents: tuple[int, ...]) -> int: ...
+
+    @abc.abstractmethod
+    def crossover(self, generation: int, slot: int) -> Optional[CrossoverRecord]: ...
+
+    @abc.abstractmethod
+    def crossovers(self) -> list[CrossoverRecord]:
+        """By id."""
+
+    @abc.abstractmethod
+    def set_crossover_iteration(self, crossover_id: int, iteration: int) -> None:
+        """A CMA-ES iteration was told: `iteration` is one more than the crossover's."""
+
+    @abc.abstractmethod
+    def set_crossover_child(self, crossover_id: int, child_id: int) -> None: ...
+
+    @abc.abstractmethod
+    def add_candidates(self, crossover_id: int, iteration: int, proposals: list[tuple[list[float], dict]]) -> None:
+        """One CMA-ES iteration's proposals (x, params), indexed 0.. in the order given."""
+
+    @abc.abstractmethod
+    def set_candidate_score(self, candidate_id: int, score: float) -> None: ...
+
+    @abc.abstractmethod
+    def candidates(self, crossover_id: Optional[int] = None, *, iteration: Optional[int] = None
+                   ) -> list[CandidateRecord]:
+        """A crossover's candidates (every crossover's when None), by crossover, iteration and index."""
+
+    # ------------------------------------------------------------ mutations and their steps
+
+    @abc.abstractmethod
+    def add_mutation(self, *, generation: int, slot: int, parent_id: int, operator: dict) -> int: ...
+
+    @abc.abstractmethod
+    def mutation(self, generation: int, slot: int) -> Optional[MutationRecord]: ...
+
+    @abc.abstractmethod
+    def mutations(self) -> list[MutationRecord]:
+        """By id."""
+
+    @abc.abstractmethod
+    def set_mutation_child(self, mutation_id: int, child_id: int) -> None: ...
+
+    @abc.abstractmethod
+    def add_mutation_step(self, mutation_id: int, step: int, data: dict) -> None: ...
+
+    @abc.abstractmethod
+    def mutation_steps(self, mutation_id: int) -> list[MutationStep]:
+        """By step."""
+
+    # ------------------------------------------------------------ generations and events
+
+    @abc.abstractmethod
+    def set_survivors(self, generation: int, survivors: list[int]) -> None: ...
+
+    @abc.abstractmethod
+    def generations(self) -> dict[int, list[int]]:
+        """generation -> its survivors, for every finished generation."""
+
+    def survivors(self, generation: int) -> Optional[list[int]]:
+        return self.generations().get(generation)
+
+    @abc.abstractmethod
+    def add_event(self, kind: str, **data: Any) -> None: ...
+
+    @abc.abstractmethod
+    def events(self, *, kind: Optional[str] = None, last: Optional[int] = None) -> list[tuple[float, str, dict]]:
+        """(time, kind, data) in order; `last`: only the last N."""
+
+
+class TransactionGuard:
+    """The bookkeeping every backend shares: whether a transaction is open, and refusing writes outside one."""
+
+    def __init__(self) -> None:
+        self.open = False
+
+    @contextmanager
+    def around(self, begin, commit, rollback) -> Iterator[None]:
+        if self.open:
+            raise NotInTransaction("transactions do not nest")
+        begin()
+        self.open = True
+        try:
+            yield
+        except BaseException:
+            self.open = False
+            rollback()
+            raise
+        self.open = False
+        commit()
+
+    def check(self) -> None:
+        if not self.open:
+            raise NotInTransaction("a write outside `with store.transaction():`")

@@ -1,0 +1,131 @@
+"""What computing needs in one process: the scorer, the tokenizer, models loaded or merged in memory, the resident
+evaluation model candidates are written into, and the resident parents of the crossover under way.
+
+The serial executor holds one workbench; a pool of workers holds one per worker (built from the same picklable
+`BenchSpec`); the run's artifacts use one to rebuild retired members. A workbench never touches the store.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from evomerge.config import PipelineConfig
+from evomerge.errors import EvomergeError
+from evomerge.executor.base import Candidate, CrossoverJob, MutationJob, ParentSource
+from evomerge.models import load_model, load_tokenizer, resolve_model
+from evomerge.progress import Reporter
+from evomerge.registry import MUTATION_OPERATORS
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    """What a workbench is built from, in any process."""
+    pipeline: PipelineConfig
+    include_paths: tuple[str, ...]
+    pipeline_file: str
+    tokenizer_source: str   # the first seed's model (a built-in name or a directory): every member's tokenizer
+
+
+class Workbench:
+    def __init__(self, spec: BenchSpec, *, scorer: Any = None, progress: Optional[Reporter] = None) -> None:
+        self.spec = spec
+        self.cfg = spec.pipeline
+        self.progress = progress or Reporter(quiet=True)
+        self._scorer = scorer
+        self._resident = None                      # the evaluation model candidates are written into
+        self._merger: Optional[tuple[tuple[int, int], Any]] = None  # (generation, slot) and its resident parents
+
+    @property
+    def scorer(self):
+        if self._scorer is None:
+            from evomerge.fitness.lm_eval import Scorer
+
+            self._scorer = Scorer(self.cfg.fitness, include_paths=list(self.spec.include_paths),
+                                  device=self.cfg.device, engine=self.cfg.engine, pipeline_file=self.spec.pipeline_file)
+        return self._scorer
+
+    @cached_property
+    def tokenizer(self):
+        return load_tokenizer(resolve_model(self.spec.tokenizer_source))
+
+    def weighted(self, results: dict) -> Optional[float]:
+        return self.cfg.fitness.weighted(results)
+
+    # ------------------------------------------------------------ models
+
+    def load(self, source: ParentSource | str):
+        """A model in memory on the configured device: from a directory, or merged by mergekit."""
+        if isinstance(source, str):
+            return load_model(source, dtype=self.cfg.dtype, device=self.cfg.device)
+        if source.model_dir is not None:
+            return self.load(source.model_dir)
+        from evomerge.crossover.merge import load_into, merge_in_memory
+
+        model = self.load(source.merge.models[0].model.model.path)  # the architecture; every tensor is replaced
+        load_into(model, merge_in_memory(source.merge, seed=source.merge_seed, device=self.cfg.device))
+        return model
+
+    def examples(self, task: Optional[str], data: Optional[str], root: Path) -> list[tuple[str, str]]:
+        """(prompt, completion) examples: an lm-eval task's training split, or a JSONL file relative to `root`."""
+        if task is not None:
+            return self.scorer.train_examples(task)
+        path = root / data
+        out = []
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                out.append((row["prompt"], row["completion"]))
+            except (ValueError, KeyError, TypeError):
+                raise EvomergeError(f"{path}: line {n} is not a JSON object with \"prompt\" and \"completion\". "
+                                    "Fix: write one {\"prompt\": ..., \"completion\": ...} object per line") from None
+        return out
+
+    # ------------------------------------------------------------ candidates
+
+    def evaluate(self, job: CrossoverJob, candidate: Candidate):
+        """Merge one candidate into the resident evaluation model and score it on the select split."""
+        model = self._resident_model(job)
+        if self.cfg.engine == "fast" and job.genome.method.fast:
+            if self._merger is None or self._merger[0] != (job.generation, job.slot):
+                from evomerge.crossover.fast import ResidentMerge
+
+                self._merger = None  # one crossover's parents in memory at a time
+                self._merger = ((job.generation, job.slot),
+                                ResidentMerge(job.genome, job.merge_config(candidate.params), seed=job.seed,
+                                              device=self.cfg.device))
+            self._merger[1].write(candidate.params, model)
+        else:  # the reference engine, or a method without a fast kernel: mergekit merges every candidate
+            from evomerge.crossover.merge import load_into, merge_in_memory
+
+            load_into(model, merge_in_memory(job.merge_config(candidate.params), seed=job.seed,
+                                             device=self.cfg.device))
+        return self.scorer.evaluate(model, self.tokenizer, "select")
+
+    def end_crossover(self) -> None:
+        self._merger = None
+
+    def _resident_model(self, job: CrossoverJob):
+        if self._resident is None:
+            self._resident = self.load(job.resident_from)
+        return self._resident
+
+    # ------------------------------------------------------------ members
+
+    def score(self, model_dir: str, which: str):
+        model = self.load(model_dir)
+        scored = self.scorer.evaluate(model, self.tokenizer, which)
+        self.scorer.release(model)
+        return scored
+
+    def mutate(self, job: MutationJob, checkpoint: Callable[..., None]) -> dict:
+        from evomerge.models import save_model_dir
+
+        mutant = MUTATION_OPERATORS.get(job.kind).mutate(self, self.load(job.parent), job, checkpoint)
+        job.out_dir.parent.mkdir(parents=True, exist_ok=True)
+        save_model_dir(mutant.model, self.tokenizer, job.out_dir)
+        return mutant.recipe

@@ -1,0 +1,119 @@
+"""Results do not change by accident: the golden runs (tests/golden/record.py: every merge method, LoRA and ES with
+each reward, intermediates, a mutation-only run) end with the recorded lineage, parameters and every score; so do
+the same runs on the in-memory store, and runs of the first release resumed by this one."""
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import evomerge
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "golden"))
+from record import PIPELINES, write_pipelines  # noqa: E402
+from snapshot import run_snapshot  # noqa: E402
+
+GOLDEN = json.loads((Path(__file__).resolve().parent / "golden" / "lineage.json").read_text())
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def _snapshot(store, models: Path) -> dict:
+    return json.loads(json.dumps(run_snapshot(store)).replace(str(models), "<models>"))
+
+
+@pytest.fixture(scope="module")
+def golden_runs(tiny_models: Path, tmp_path_factory) -> dict[str, Path]:
+    """Every golden pipeline, run once in this process."""
+    from evomerge.evolution import Run
+
+    root = tmp_path_factory.mktemp("golden")
+    pipelines = write_pipelines(root, tiny_models / "models")
+    for name, pipeline in pipelines.items():
+        run = Run.start(pipeline, run_dir=root / name)
+        run.run()
+        run.store.close()
+    return {name: root / name for name in pipelines}
+
+
+@pytest.mark.parametrize("name", sorted(PIPELINES))
+def test_a_run_reproduces_the_golden_lineage_and_scores(golden_runs: dict[str, Path], tiny_models: Path, name: str):
+    from evomerge.store import open_store
+
+    assert _snapshot(open_store(golden_runs[name]), tiny_models / "models") == GOLDEN[name]
+
+
+# every kind of member, retired ones (rebuilt from their recipes) where the golden runs have them
+EXPORTS = [("linear", "base"), ("linear", "g1-c1"), ("linear", "g2-c1"), ("linear", "g2-c0-merge"),
+           ("ties", "g1-c1"), ("ties", "g2-c1"), ("dare_ties", "g1-c0"), ("dare_ties", "g2-c0"),
+           ("task_arithmetic", "g1-c0"), ("slerp", "g1-c1"), ("slerp", "g2-c1"), ("mutation_only", "g1-c1")]
+
+
+@pytest.mark.parametrize("name,member", EXPORTS)
+def test_every_kind_of_member_exports_as_a_model_directory(golden_runs: dict[str, Path], tmp_path: Path, name: str,
+                                                           member: str):
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from evomerge.cli import main
+    from evomerge.registry import MERGE_METHODS
+    from evomerge.store import open_store
+
+    run_dir = golden_runs[name]
+    record = open_store(run_dir).member(member)
+    before = sorted(p.name for p in (run_dir / "members").iterdir())
+    out = tmp_path / "out"
+    assert main(["export", str(run_dir), member, str(out)]) == 0
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.config.num_hidden_layers == 4
+    assert sorted(p.name for p in (run_dir / "members").iterdir()) == before  # rebuilt ancestors do not stay
+    assert not any(p.name.startswith(".tmp-") for p in tmp_path.iterdir())
+    if record.operator not in MERGE_METHODS:
+        recipe = json.loads((out / "evomerge_recipe.json").read_text())
+        assert recipe == json.loads(record.recipe)
+        return
+    rebuilt = tmp_path / "rebuilt"  # mergekit alone rebuilds a merge from the exported configuration
+    subprocess.run([str(Path(sys.executable).parent / "mergekit-yaml"), str(out / "mergekit_config.yml"), str(rebuilt),
+                    "--random-seed", str(record.params["seed"])], check=True, capture_output=True)
+    ours, theirs = load_file(out / "model.safetensors"), load_file(rebuilt / "model.safetensors")
+    assert ours.keys() == theirs.keys()
+    assert max(float((ours[k] - theirs[k]).abs().max()) for k in ours) <= 1e-6
+
+
+def test_the_in_memory_store_gives_the_same_run(tiny_models: Path, tmp_path: Path):
+    from evomerge.evolution import Run
+
+    pipelines = write_pipelines(tmp_path, tiny_models / "models")
+    run = Run.start(pipelines["ties"], run_dir=tmp_path / "run", store="memory")
+    run.run()
+    assert not (tmp_path / "run" / "evomerge.db").exists()
+    assert _snapshot(run.store, tiny_models / "models") == GOLDEN["ties"]
+
+
+@pytest.mark.parametrize("fixture,golden", [("v1-linear", "linear"), ("v1-ties", "ties")])
+def test_a_first_release_run_resumes_to_the_golden_end_and_reports(tiny_models: Path, tmp_path: Path, fixture: str,
+                                                                   golden: str):
+    """Runs made and killed by the first release (21fa5e4), stored without their members' weights: v1-linear was
+    killed between a CMA-ES ask and its tell, v1-ties in the middle of a noise-ES mutation. Their models were at
+    /tmp/v1fix/models; here they are elsewhere, so the paths are pointed at this test's copies first."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(DATA / fixture, run_dir)
+    models = str(tiny_models / "models")
+    with sqlite3.connect(run_dir / "evomerge.db") as conn:
+        conn.execute("UPDATE meta SET value=replace(value, '/tmp/v1fix/models', ?)", (models,))
+        for column in ("weights", "recipe", "params"):
+            conn.execute(f"UPDATE members SET {column}=replace({column}, '/tmp/v1fix/models', ?)", (models,))
+    result = evomerge("resume", str(run_dir), "--quiet")
+    assert result.returncode == 0, result.stderr[-3000:]
+    from evomerge.store import open_store
+
+    assert _snapshot(open_store(run_dir), tiny_models / "models") == GOLDEN[golden]
+    report = evomerge("report", str(run_dir), "-o", str(tmp_path / "report.html"))
+    assert report.returncode == 0, report.stderr
+    assert (tmp_path / "report.html").stat().st_size > 10_000
+    board = json.loads(evomerge("leaderboard", str(run_dir), "--format", "json").stdout)
+    assert board and all(r["score"] is not None for r in board)
