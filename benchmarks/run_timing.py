@@ -19,6 +19,8 @@ def _kind(kind: str, data: dict) -> str:
         what = "candidate (merge + score)" if data["subject"].startswith("candidate") else "member"
         return f"score {what}, {data['split']} split"
     if kind == "member_added":
+        if data.get("intermediate"):
+            return "add a merge that is mutated next (no disk)"
         return {"seed": "add seed (convert built-in once)", "lora": "LoRA fine-tune (seed or mutation)",
                 "es": "noise-ES mutation (last iteration, save)"}.get(
             data["operator"], "write child to disk (mergekit run_merge)")

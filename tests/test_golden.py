@@ -117,3 +117,33 @@ def test_a_first_release_run_resumes_to_the_golden_end_and_reports(tiny_models: 
     assert (tmp_path / "report.html").stat().st_size > 10_000
     board = json.loads(evomerge("leaderboard", str(run_dir), "--format", "json").stdout)
     assert board and all(r["score"] is not None for r in board)
+
+
+def test_a_crash_between_a_cma_es_ask_and_its_tell_resumes_exactly(tiny_models: Path, tmp_path: Path,
+                                                                    monkeypatch):
+    """The run dies after the first candidate of a CMA-ES iteration (its proposals are asked and stored, the tell is
+    not); another process resumes it and must tell what the uninterrupted run told."""
+    from evomerge.evolution import Run
+    from evomerge.executor.serial import SerialExecutor
+
+    evaluate, done = SerialExecutor.evaluate, []
+
+    def dies_after_four(self, job, candidates):
+        for item in evaluate(self, job, candidates):
+            if len(done) == 4:
+                raise KeyboardInterrupt("killed between an ask and its tell")
+            done.append(item)
+            yield item
+
+    monkeypatch.setattr(SerialExecutor, "evaluate", dies_after_four)
+    pipelines = write_pipelines(tmp_path, tiny_models / "models")
+    with pytest.raises(KeyboardInterrupt):
+        Run.start(pipelines["ties"], run_dir=tmp_path / "run").run()
+    from evomerge.store import open_store
+
+    store = open_store(tmp_path / "run")
+    x = store.crossovers()[0]
+    assert x.iteration == 1 and [c.score is None for c in store.candidates(x.id, iteration=1)] == [False, True, True]
+    result = evomerge("resume", str(tmp_path / "run"), "--quiet")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert _snapshot(open_store(tmp_path / "run"), tiny_models / "models") == GOLDEN["ties"]

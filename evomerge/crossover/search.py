@@ -110,7 +110,8 @@ class CrossoverStage:
             ctx.store.add_scores(member_subject(child), **key, results=by_task(rows),  # the best candidate's, reused
                                  docs={r.task: r.docs for r in rows}, reused_from=candidate_subject(best.id))
             ctx.store.set_crossover_child(rec.id, child)
-            ctx.store.add_event("member_added", member=child, name=name, operator=method, score=best.score)
+            ctx.store.add_event("member_added", member=child, name=name, operator=method, score=best.score,
+                                intermediate=intermediate)
         ctx.reporter.log(f"child {name}: {method} of {', '.join(job.genome.parents)}, select {best.score:.4f}")
         return child
 
