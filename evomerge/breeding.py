@@ -31,8 +31,8 @@ class Breeding:
         else:
             parent = self.parents.select(pool, ctx.board.members(pool), n=1,
                                          rng=rng_for(ctx.cfg.seed, generation, slot))[0]
-        if operator is None:
-            return parent
+        if operator is None or ctx.store.member(parent).state is MemberState.FAILED:
+            return parent  # a merge that failed is not mutated: it is the (failed) child
         child = self.mutation.run(generation, slot, parent, operator, name=name)
         merge = ctx.store.member(parent)
         if merge.generation == generation and merge.state is MemberState.ALIVE:

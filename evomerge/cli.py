@@ -234,6 +234,8 @@ def _status(args) -> int:
     table = [r for r in leaderboard.rows(store, pipe, split="select") if r.score is not None]
     if table:
         print(f"best       {table[0].member} select {table[0].score:.4f}")
+    for _, _, d in store.events(kind="member_failed"):
+        print(f"failed     {d['name']}: {d['reason']} (left out of selection)")
     started = store.events(kind="run_started")
     if started and not finished and events:
         cmax = pipe.children_per_generation * pipe.generations

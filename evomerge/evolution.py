@@ -124,12 +124,16 @@ class Run:
     def _generation(self, gen: int) -> None:
         if self.store.survivors(gen) is not None:
             return
-        pool = self.seeding.population(gen - 1)
+        pool = self._healthy(self.seeding.population(gen - 1))
+        if len(pool) < (self.cfg.parents_per_child if self.cfg.crossover is not None else 1):
+            raise EvomergeError(f"generation {gen} cannot be bred: too few members of the population are healthy "
+                                f"({len(pool)}; the others failed, see `evomerge status {self.dir}`). Fix: replace "
+                                "the failed seeds in the population file and start a new run")
         children = [self.breeding.child(gen, slot, pool) for slot in range(self.cfg.children_per_generation)]
         for child in children:
             for which in SPLITS:  # a crossover child's select scores exist already: its best candidate's
                 self.scoring.ensure(self.store.member(child), which)
-        candidates = pool + children
+        candidates = pool + self._healthy(children)
         scores = self.ctx.board.members(candidates)
         kept = self.survivors.select(candidates, scores, size=self.cfg.population_size)
         with self.store.transaction():
@@ -146,6 +150,10 @@ class Run:
 
     def population(self, generation: int) -> list[int]:
         return self.seeding.population(generation)
+
+    def _healthy(self, ids: list[int]) -> list[int]:
+        """The members of `ids` that did not fail: only they breed and compete."""
+        return [m for m in ids if self.store.member(m).state is not MemberState.FAILED]
 
 
 def open_config(store: Store) -> Loaded:

@@ -62,6 +62,7 @@ def render(table: list[Row], *, fmt: str, split: str, task_names: list[str]) -> 
 
 def print_table(table: list[Row], *, split: str, task_names: list[str], title: str, docs_note: str) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     t = Table(title=title, caption=docs_note)
@@ -71,8 +72,11 @@ def print_table(table: list[Row], *, split: str, task_names: list[str], title: s
     best_seed = max((r.score for r in table if r.generation == 0 and r.score is not None), default=None)
     for r in table:
         style = "bold green" if best_seed is not None and r.score is not None and r.score > best_seed else None
-        t.add_row(str(r.rank), r.member, str(r.generation), r.operator, r.state, _cell(r.score),
-                  *[_cell(r.tasks[n]) for n in task_names], style=style)
+        if r.state == MemberState.FAILED.value:
+            style = "red"  # non-finite weights or outputs: listed, never ranked among the others
+        t.add_row(*(escape(cell) for cell in (str(r.rank), r.member, str(r.generation), r.operator, r.state,
+                                               _cell(r.score), *[_cell(r.tasks[n]) for n in task_names])),
+                  style=style)
     console = Console()
     if not console.is_terminal:
         console.width = 200  # piped or logged: don't truncate columns to 80

@@ -13,6 +13,7 @@ class MemberState(str, enum.Enum):
     ALIVE = "alive"                # in the current population, weights on disk
     RETIRED = "retired"            # left the population: recipe and scores kept, weights deleted
     INTERMEDIATE = "intermediate"  # a merge that was mutated at once: a step of breeding, never in the population
+    FAILED = "failed"              # non-finite weights or outputs: recipe kept, never scored, never selected
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,12 @@ class CandidateRecord:
     idx: int                       # position in its CMA-ES iteration
     x: tuple[float, ...]           # the CMA-ES proposal
     params: dict                   # the merge parameters it stands for
-    score: Optional[float]         # weighted select score; None until evaluated
+    score: Optional[float]         # weighted select score; None until evaluated, or if it failed
+    failure: Optional[str] = None  # why it could not be scored (non-finite weights or log-likelihoods)
+
+    @property
+    def done(self) -> bool:
+        return self.score is not None or self.failure is not None
 
 
 @dataclass(frozen=True)

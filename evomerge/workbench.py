@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 
 from evomerge.config import PipelineConfig
 from evomerge.errors import EvomergeError
-from evomerge.executor.base import Candidate, CrossoverJob, MutationJob, ParentSource
+from evomerge.executor.base import Candidate, CrossoverJob, Mutated, MutationJob, ParentSource
 from evomerge.models import load_model, load_tokenizer, resolve_model
 from evomerge.progress import Reporter
 from evomerge.registry import MUTATION_OPERATORS
@@ -104,7 +104,7 @@ class Workbench:
 
             load_into(model, merge_in_memory(job.merge_config(candidate.params), seed=job.seed,
                                              device=self.cfg.device))
-        return self.scorer.evaluate(model, self.tokenizer, "select")
+        return self._scored(model, "select", what="the merge")
 
     def end_crossover(self) -> None:
         self._merger = None
@@ -118,14 +118,39 @@ class Workbench:
 
     def score(self, model_dir: str, which: str):
         model = self.load(model_dir)
-        scored = self.scorer.evaluate(model, self.tokenizer, which)
+        scored = self._scored(model, which, what="the model")
         self.scorer.release(model)
         return scored
 
-    def mutate(self, job: MutationJob, checkpoint: Callable[..., None]) -> dict:
+    def _scored(self, model, which: str, *, what: str):
+        """The model's scores on a split, or a failure if its weights or log-likelihoods are not finite."""
+        from evomerge.fitness.lm_eval import Scored
+
+        bad = nonfinite(model)
+        if bad is not None:
+            return Scored(results={}, docs={}, lm="", failure=f"{what} has non-finite weights ({bad})")
+        return self.scorer.evaluate(model, self.tokenizer, which)
+
+    def mutate(self, job: MutationJob, checkpoint: Callable[..., None]) -> Mutated:
+        """Mutate the job's parent; the mutant is written to `job.out_dir` unless its weights are not finite."""
         from evomerge.models import save_model_dir
 
         mutant = MUTATION_OPERATORS.get(job.kind).mutate(self, self.load(job.parent), job, checkpoint)
+        bad = nonfinite(mutant.model)
+        if bad is not None:
+            return Mutated(recipe=mutant.recipe, failure=f"the {job.kind} mutant has non-finite weights ({bad})")
         job.out_dir.parent.mkdir(parents=True, exist_ok=True)
         save_model_dir(mutant.model, self.tokenizer, job.out_dir)
-        return mutant.recipe
+        return Mutated(recipe=mutant.recipe)
+
+
+def nonfinite(model) -> Optional[str]:
+    """The first tensor of `model` holding a NaN or an infinity, with how many; None if all are finite. One
+    reduction per tensor, on the model's device."""
+    import torch
+
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if not bool(torch.isfinite(p).all()):
+                return f"{name}: {int((~torch.isfinite(p)).sum())} of {p.numel()} values"
+    return None

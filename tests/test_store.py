@@ -132,6 +132,15 @@ def test_crossovers_and_their_candidates(store):
         with store.transaction():
             store.set_crossover_iteration(x, 3)  # iterations are told one at a time
     assert store.candidates(x, iteration=0)[0].score == 0.25 and store.crossover(1, 0).iteration == 1
+    with store.transaction():  # a candidate that cannot be scored keeps its reason and no score
+        store.set_candidate_failure(cands[1].id, "non-finite weights")
+    for write in (lambda: store.set_candidate_score(cands[1].id, 0.5),
+                  lambda: store.set_candidate_failure(cands[0].id, "late")):
+        with pytest.raises(StoreConflict):
+            with store.transaction():
+                write()
+    failed = store.candidates(x, iteration=0)[1]
+    assert (failed.score, failed.failure, failed.done) == (None, "non-finite weights", True)
     with store.transaction():
         store.set_crossover_child(x, b)
     with pytest.raises(StoreConflict):

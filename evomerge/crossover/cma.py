@@ -13,6 +13,7 @@ would update differently), and nothing is ever unpickled.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import numpy as np
@@ -70,15 +71,17 @@ class CmaSearch:
             self._asked = [list(map(float, x)) for x in self._strategy.ask()]
         return [list(x) for x in self._asked]
 
-    def tell(self, xs: list[list[float]], scores: list[float]) -> None:
-        """The asked proposals' scores, higher is better (pycma minimises: it is told the negation)."""
+    def tell(self, xs: list[list[float]], scores: list[Optional[float]]) -> None:
+        """The asked proposals' scores, higher is better (pycma minimises: it is told the negation). A proposal
+        that could not be scored (None, or not finite) is told the worst score there is."""
         if self._asked is None or [list(map(float, x)) for x in xs] != self._asked:
             raise ValueError("tell() takes the proposals of the last ask(), in order")
-        self._strategy.tell([np.asarray(x) for x in self._asked], [-float(s) for s in scores])
+        told = [math.inf if s is None or not math.isfinite(s) else -float(s) for s in scores]
+        self._strategy.tell([np.asarray(x) for x in self._asked], told)
         self._asked = None
         self.iteration += 1
 
-    def replay(self, told: list[tuple[list[list[float]], list[float]]]) -> None:
+    def replay(self, told: list[tuple[list[list[float]], list[Optional[float]]]]) -> None:
         """Bring a fresh search to the state after the stored iterations: each stored (proposals, scores)."""
         for xs, scores in told:
             asked = self.ask()

@@ -4,6 +4,8 @@ transaction; a resumed crossover replays its told iterations into a fresh CMA-ES
 """
 from __future__ import annotations
 
+from typing import Optional
+
 from evomerge.context import RunContext
 from evomerge.crossover.cma import CmaSearch
 from evomerge.errors import EvomergeError
@@ -49,8 +51,8 @@ class CrossoverStage:
             ctx.store.add_event("crossover_started", crossover=cid, generation=generation, slot=slot, parents=parents)
         return ctx.store.crossover(generation, slot)
 
-    def _told(self, rec: CrossoverRecord) -> list[tuple[list[list[float]], list[float]]]:
-        """The told iterations, from the store: the search's state."""
+    def _told(self, rec: CrossoverRecord) -> list[tuple[list[list[float]], list[Optional[float]]]]:
+        """The told iterations, from the store: the search's state (a failed candidate's score is None)."""
         cands = self.ctx.store.candidates(rec.id)
         return [([list(c.x) for c in cands if c.iteration == it], [c.score for c in cands if c.iteration == it])
                 for it in range(rec.iteration)]
@@ -68,52 +70,73 @@ class CrossoverStage:
             raise EvomergeError(f"crossover {rec.id} iteration {it}: the stored proposals are not what CMA-ES asks "
                                 "when it replays the run. Fix: resume with the release that started the run")
         scores = {c.id: c.score for c in cands}
-        key = ctx.board.key("select")
-        pending = [Candidate(key=c.id, params=c.params) for c in cands if c.score is None]
+        pending = [Candidate(key=c.id, params=c.params) for c in cands if not c.done]
         for cand, scored in ctx.executor.evaluate(job, pending):
-            value = ctx.cfg.fitness.weighted(scored.results)
-            subject = candidate_subject(cand.key)
-            with ctx.store.transaction():
-                ctx.store.add_scores(subject, **key, results=scored.results, docs=scored.docs)
-                ctx.store.set_candidate_score(cand.key, value)
-                ctx.store.add_event("scored", subject=subject, split=key["split"], score=value, lm=scored.lm)
-            scores[cand.key] = value
+            scores[cand.key] = self._record(cand, scored, idx=next(c.idx for c in cands if c.id == cand.key),
+                                            iteration=it, best=_best(scores.values()))
             ctx.reporter.advance(bar)
-            ctx.reporter.log(f"  candidate {it}.{next(c.idx for c in cands if c.id == cand.key)}: select {value:.4f} "
-                             f"(best so far {max(s for s in scores.values() if s is not None):.4f}) "
-                             f"{_fmt_params(cand.params)}")
         search.tell(xs, [scores[c.id] for c in cands])
         with ctx.store.transaction():
             ctx.store.set_crossover_iteration(rec.id, it + 1)
             ctx.store.add_event("cma_tell", crossover=rec.id, iteration=it, sigma=search.sigma,
-                                best=max(scores.values()))
+                                best=_best(scores.values()))
+
+    def _record(self, cand: Candidate, scored, *, iteration: int, idx: int, best: Optional[float]
+                ) -> Optional[float]:
+        """Commit one candidate's score, or its failure (CMA-ES is then told the worst score there is)."""
+        ctx = self.ctx
+        subject = candidate_subject(cand.key)
+        if scored.failure is not None:
+            with ctx.store.transaction():
+                ctx.store.set_candidate_failure(cand.key, scored.failure)
+                ctx.store.add_event("candidate_failed", subject=subject, reason=scored.failure)
+            ctx.reporter.log(f"  candidate {iteration}.{idx}: FAILED, {scored.failure} {_fmt_params(cand.params)}")
+            return None
+        key = ctx.board.key("select")
+        value = ctx.cfg.fitness.weighted(scored.results)
+        with ctx.store.transaction():
+            ctx.store.add_scores(subject, **key, results=scored.results, docs=scored.docs)
+            ctx.store.set_candidate_score(cand.key, value)
+            ctx.store.add_event("scored", subject=subject, split=key["split"], score=value, lm=scored.lm)
+        ctx.reporter.log(f"  candidate {iteration}.{idx}: select {value:.4f} (best so far "
+                         f"{max(value, best if best is not None else value):.4f}) {_fmt_params(cand.params)}")
+        return value
 
     def _finish(self, rec: CrossoverRecord, job: CrossoverJob, *, name: str, intermediate: bool) -> int:
+        """The best candidate becomes the child (ties: the first); if every candidate failed, a failed child."""
         ctx = self.ctx
-        best = max(ctx.store.candidates(rec.id), key=lambda c: (c.score, -c.iteration, -c.idx))  # ties: the first
+        scored = [c for c in ctx.store.candidates(rec.id) if c.score is not None]
+        best = max(scored, key=lambda c: (c.score, -c.iteration, -c.idx)) if scored else ctx.store.candidates(rec.id)[0]
         config = job.merge_config(best.params)
+        state = MemberState.FAILED if not scored else MemberState.INTERMEDIATE if intermediate else MemberState.ALIVE
         out = ctx.artifacts.members_dir / name
-        if not intermediate and not out.exists():
+        if state is MemberState.ALIVE and not out.exists():
             from evomerge.crossover.merge import merge_to_disk
 
             out.parent.mkdir(parents=True, exist_ok=True)
             merge_to_disk(config, out, seed=ctx.cfg.seed, device=ctx.cfg.device)
-        method = job.genome.method.name
-        key = ctx.board.key("select")
+        method, key = job.genome.method.name, ctx.board.key("select")
         rows = ctx.store.scores(candidate_subject(best.id), **key)
         with ctx.store.transaction():
             child = ctx.store.add_member(
                 name=name, generation=rec.generation, operator=method, parents=rec.parents,
                 params={"merge": best.params, "candidate": best.id, "seed": ctx.cfg.seed}, recipe=config.to_yaml(),
-                weights=None if intermediate else ctx.artifacts.ref(out),
-                state=MemberState.INTERMEDIATE if intermediate else MemberState.ALIVE)
-            ctx.store.add_scores(member_subject(child), **key, results=by_task(rows),  # the best candidate's, reused
-                                 docs={r.task: r.docs for r in rows}, reused_from=candidate_subject(best.id))
+                weights=ctx.artifacts.ref(out) if state is MemberState.ALIVE else None, state=state)
+            if rows:  # the best candidate's select scores, reused
+                ctx.store.add_scores(member_subject(child), **key, results=by_task(rows),
+                                     docs={r.task: r.docs for r in rows}, reused_from=candidate_subject(best.id))
             ctx.store.set_crossover_child(rec.id, child)
             ctx.store.add_event("member_added", member=child, name=name, operator=method, score=best.score,
                                 intermediate=intermediate)
-        ctx.reporter.log(f"child {name}: {method} of {', '.join(job.genome.parents)}, select {best.score:.4f}")
+            if state is MemberState.FAILED:
+                ctx.store.add_event("member_failed", member=child, name=name, reason="every CMA-ES candidate failed")
+        ctx.reporter.log(f"child {name}: {method} of {', '.join(job.genome.parents)}, "
+                         + (f"select {best.score:.4f}" if scored else "FAILED: every candidate failed"))
         return child
+
+
+def _best(scores) -> Optional[float]:
+    return max((s for s in scores if s is not None), default=None)
 
 
 def _fmt_params(params: dict) -> str:

@@ -1,4 +1,4 @@
 """Executors: where candidates and mutations are computed (base.py: the interface and its jobs)."""
-from evomerge.executor.base import Candidate, CrossoverJob, Executor, MutationJob, ParentSource
+from evomerge.executor.base import Candidate, CrossoverJob, Executor, Mutated, MutationJob, ParentSource
 
-__all__ = ["Candidate", "CrossoverJob", "Executor", "MutationJob", "ParentSource"]
+__all__ = ["Candidate", "CrossoverJob", "Executor", "Mutated", "MutationJob", "ParentSource"]

@@ -70,6 +70,14 @@ class MutationJob:
     steps_done: list[dict] = field(default_factory=list)  # committed steps, to replay on resume
 
 
+@dataclass(frozen=True)
+class Mutated:
+    """What a mutation gives back: the mutant's recipe, and why it failed if its weights are not finite (then
+    nothing was written)."""
+    recipe: dict
+    failure: Optional[str] = None
+
+
 class Executor(abc.ABC):
     """An executor. `Settings` is its pipeline block (`executor: {kind: serial}`)."""
 
@@ -93,9 +101,9 @@ class Executor(abc.ABC):
         """Score a member's model directory on the select or report split."""
 
     @abc.abstractmethod
-    def mutate(self, job: MutationJob, checkpoint: Callable[..., None]) -> dict:
-        """Mutate the job's parent, write the mutant to `job.out_dir` and return its recipe. `checkpoint(step,
-        data, **event)` is called, in the driver's process, after each step the operator wants committed."""
+    def mutate(self, job: MutationJob, checkpoint: Callable[..., None]) -> Mutated:
+        """Mutate the job's parent and write the mutant to `job.out_dir`. `checkpoint(step, data, **event)` is
+        called, in the driver's process, after each step the operator wants committed."""
 
     def close(self) -> None:
         """Release workers and memory."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
-from evomerge.executor.base import Candidate, CrossoverJob, Executor, MutationJob
+from evomerge.executor.base import Candidate, CrossoverJob, Executor, Mutated, MutationJob
 from evomerge.workbench import BenchSpec, Workbench
 
 
@@ -22,5 +22,5 @@ class SerialExecutor(Executor):
     def score(self, model_dir: str, which: str):
         return self.bench.score(model_dir, which)
 
-    def mutate(self, job: MutationJob, checkpoint: Callable[..., None]) -> dict:
+    def mutate(self, job: MutationJob, checkpoint: Callable[..., None]) -> Mutated:
         return self.bench.mutate(job, checkpoint)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +24,15 @@ Results = dict[str, dict[str, float]]  # task -> metric -> value
 @dataclass(frozen=True)
 class Scored:
     """One model scored on one split: task -> metric -> value, task -> documents scored, and the lm-eval model
-    that computed it (FastLM or HFLM)."""
+    that computed it (FastLM or HFLM); or, for a model that cannot be scored, why (`failure`) and no results."""
     results: Results
     docs: dict[str, int]
     lm: str
+    failure: Optional[str] = None
+
+
+class NonFinite(ValueError):
+    """A model's weights or log-likelihoods are NaN or infinite: it is not scored as a number."""
 
 
 class Scorer:
@@ -119,8 +125,11 @@ class Scorer:
         from lm_eval.evaluator import evaluate
 
         lm = self._lm(model, tokenizer)
-        out = evaluate(lm=lm, task_dict=self._tasks_for(which), limit=self._split(which).limit, bootstrap_iters=0,
-                       log_samples=False, verbosity="ERROR")
+        try:
+            out = evaluate(lm=lm, task_dict=self._tasks_for(which), limit=self._split(which).limit,
+                           bootstrap_iters=0, log_samples=False, verbosity="ERROR")
+        except NonFinite as e:
+            return Scored(results={}, docs={}, lm=type(lm).__name__, failure=str(e))
         results: Results = {}
         docs: dict[str, int] = {}
         for task in self.spec.tasks:
@@ -209,16 +218,24 @@ def _quiet(cls):
 
     class Quiet(cls):
         def loglikelihood(self, requests, disable_tqdm: bool = False):
-            return super().loglikelihood(requests, disable_tqdm=True)
+            return _finite(super().loglikelihood(requests, disable_tqdm=True), lambda r: r[0])
 
         def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
-            return super().loglikelihood_rolling(requests, disable_tqdm=True)
+            return _finite(super().loglikelihood_rolling(requests, disable_tqdm=True), lambda r: r)
 
         def generate_until(self, requests, disable_tqdm: bool = False):
             return super().generate_until(requests, disable_tqdm=True)
 
     Quiet.__name__ = Quiet.__qualname__ = cls.__name__  # what the scores say computed them
     return Quiet
+
+
+def _finite(responses: list, value) -> list:
+    """The responses, unless a log-likelihood is NaN or infinite (a broken model would still win argmaxes)."""
+    bad = sum(not math.isfinite(value(r)) for r in responses)
+    if bad:
+        raise NonFinite(f"{bad} of {len(responses)} log-likelihoods are not finite")
+    return responses
 
 
 def _read_task_config(manager, name: str) -> Optional[dict]:

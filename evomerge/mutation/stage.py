@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 from evomerge.context import RunContext
 from evomerge.executor.base import MutationJob
-from evomerge.records import MemberRecord, MutationRecord
+from evomerge.records import MemberRecord, MemberState, MutationRecord
 from evomerge.registry import MUTATION_OPERATORS
 
 
@@ -43,14 +43,20 @@ class MutationStage:
                           parent_name=parent.name, seed=ctx.cfg.seed, generation=generation, slot=slot,
                           out_dir=ctx.artifacts.members_dir / name, files_dir=ctx.artifacts.adapters_dir / name,
                           files_ref=f"adapters/{name}", data_root=data_root, steps_done=steps)
-        recipe = ctx.executor.mutate(job, partial(self._checkpoint, mutation, kind))
+        mutated = ctx.executor.mutate(job, partial(self._checkpoint, mutation, kind))
+        failed = mutated.failure is not None
         with ctx.store.transaction():
             mid = ctx.store.add_member(name=name, generation=generation, operator=kind, parents=(parent.id,),
-                                       params=settings.model_dump(mode="json"), recipe=json.dumps(recipe),
-                                       weights=ctx.artifacts.ref(job.out_dir))
+                                       params=settings.model_dump(mode="json"), recipe=json.dumps(mutated.recipe),
+                                       weights=None if failed else ctx.artifacts.ref(job.out_dir),
+                                       state=MemberState.FAILED if failed else MemberState.ALIVE)
             if mutation is not None:  # same transaction: a resume never finds the member without its mutation
                 ctx.store.set_mutation_child(mutation.id, mid)
             ctx.store.add_event("member_added", member=mid, name=name, operator=kind)
+            if failed:
+                ctx.store.add_event("member_failed", member=mid, name=name, reason=mutated.failure)
+        if failed:
+            ctx.reporter.log(f"{name}: FAILED, {mutated.failure}; it is left out of selection")
         return mid
 
     def _checkpoint(self, mutation: Optional[MutationRecord], kind: str, step: int, data: dict, **event: Any) -> None:

@@ -44,14 +44,14 @@ class Store(abc.ABC):
     - a member: its id, name (unique), generation, operator, parents, params and recipe;
     - a score row, keyed by (subject, task, split, metric, limit, fewshot);
     - a crossover (unique per generation and slot) and its parents; a candidate (unique per crossover, iteration
-      and index), its proposal and params; a candidate's score, once set;
+      and index), its proposal and params; a candidate's score or failure, once either is set;
     - a mutation (unique per generation and slot), its parent and operator; a mutation step (unique per mutation
       and step);
     - the survivors of a generation;
     - events: append-only, in order.
 
     What may change
-    - a member's state, only from ALIVE to RETIRED or INTERMEDIATE (retiring drops its weights path);
+    - a member's state, only from ALIVE to RETIRED, INTERMEDIATE or FAILED (which drops its weights path);
     - a member's weights path (set when its weights are written or rebuilt, cleared when they are deleted);
     - a crossover's told iterations, one more at a time;
     - the child of a crossover or of a mutation: set once, from None.
@@ -98,7 +98,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def retire(self, member_id: int, *, state: MemberState = MemberState.RETIRED) -> None:
-        """An ALIVE member leaves the population (RETIRED) or was a step of breeding (INTERMEDIATE)."""
+        """An ALIVE member leaves the population (RETIRED), was a step of breeding (INTERMEDIATE) or failed."""
 
     @abc.abstractmethod
     def set_weights(self, member_id: int, weights: Optional[str]) -> None:
@@ -154,6 +154,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def set_candidate_score(self, candidate_id: int, score: float) -> None: ...
+
+    @abc.abstractmethod
+    def set_candidate_failure(self, candidate_id: int, failure: str) -> None:
+        """The candidate could not be scored, and why; it has no score."""
 
     @abc.abstractmethod
     def candidates(self, crossover_id: Optional[int] = None, *, iteration: Optional[int] = None

@@ -182,9 +182,16 @@ class MemoryStore(Store):
     def set_candidate_score(self, candidate_id: int, score: float) -> None:
         self._guard.check()
         c = self._t.candidates[candidate_id]
-        if c.score is not None:
-            raise StoreConflict(f"candidate {candidate_id} is scored already")
+        if c.done:
+            raise StoreConflict(f"candidate {candidate_id} is scored or failed already")
         self._t.candidates[candidate_id] = replace(c, score=float(score))
+
+    def set_candidate_failure(self, candidate_id: int, failure: str) -> None:
+        self._guard.check()
+        c = self._t.candidates[candidate_id]
+        if c.done:
+            raise StoreConflict(f"candidate {candidate_id} is scored or failed already")
+        self._t.candidates[candidate_id] = replace(c, failure=failure)
 
     def candidates(self, crossover_id: Optional[int] = None, *, iteration: Optional[int] = None
                    ) -> list[CandidateRecord]:

@@ -68,7 +68,8 @@ CREATE TABLE candidates (
     iteration INTEGER NOT NULL, idx INTEGER NOT NULL,
     x TEXT NOT NULL,                   -- JSON: the CMA-ES proposal
     params TEXT NOT NULL,              -- JSON: the merge parameters it maps to
-    score REAL,                        -- weighted select score, NULL until evaluated
+    score REAL,                        -- weighted select score, NULL until evaluated or if it failed
+    failure TEXT,                      -- why it could not be scored (non-finite weights or outputs)
     UNIQUE (crossover_id, iteration, idx)
 );
 CREATE TABLE mutations (
@@ -276,7 +277,10 @@ class SqliteStore(Store):
             [(crossover_id, iteration, i, json.dumps(list(x)), json.dumps(p)) for i, (x, p) in enumerate(proposals)])
 
     def set_candidate_score(self, candidate_id: int, score: float) -> None:
-        self._set_once("candidates", "score", candidate_id, score)
+        self._set_once("candidates", "score", candidate_id, score, unless="failure")
+
+    def set_candidate_failure(self, candidate_id: int, failure: str) -> None:
+        self._set_once("candidates", "failure", candidate_id, failure, unless="score")
 
     def candidates(self, crossover_id: Optional[int] = None, *, iteration: Optional[int] = None
                    ) -> list[CandidateRecord]:
@@ -287,8 +291,9 @@ class SqliteStore(Store):
             sql, args = sql + " AND iteration=?", args + [iteration]
         return [_candidate(r) for r in self._conn.execute(sql + " ORDER BY crossover_id, iteration, idx", args)]
 
-    def _set_once(self, table: str, column: str, row_id: int, value: Any) -> None:
-        cur = self._write(f"UPDATE {table} SET {column}=? WHERE id=? AND {column} IS NULL", (value, row_id))
+    def _set_once(self, table: str, column: str, row_id: int, value: Any, unless: Optional[str] = None) -> None:
+        also = f" AND {unless} IS NULL" if unless else ""
+        cur = self._write(f"UPDATE {table} SET {column}=? WHERE id=? AND {column} IS NULL{also}", (value, row_id))
         if cur.rowcount != 1:
             raise StoreConflict(f"{table} {row_id}: {column} is set already (or there is no such row)")
 
@@ -362,7 +367,8 @@ def _crossover(r: sqlite3.Row) -> CrossoverRecord:
 
 def _candidate(r: sqlite3.Row) -> CandidateRecord:
     return CandidateRecord(id=r["id"], crossover_id=r["crossover_id"], iteration=r["iteration"], idx=r["idx"],
-                           x=tuple(json.loads(r["x"])), params=json.loads(r["params"]), score=r["score"])
+                           x=tuple(json.loads(r["x"])), params=json.loads(r["params"]), score=r["score"],
+                           failure=r["failure"])
 
 
 def _mutation(r: sqlite3.Row) -> MutationRecord:
@@ -396,6 +402,7 @@ def _migrate_v1(conn: sqlite3.Connection, run_dir: Path) -> None:
         conn.execute("DROP TABLE crossovers")  # and its pickled CMA-ES states, never unpickled
         conn.execute("ALTER TABLE crossovers_v2 RENAME TO crossovers")
         conn.execute("ALTER TABLE candidates RENAME COLUMN fitness TO score")
+        conn.execute("ALTER TABLE candidates ADD COLUMN failure TEXT")
         conn.execute("""UPDATE events SET data=replace(data, '"fitness":', '"score":')""")  # the scalar's name
         for r in conn.execute("SELECT id, name, weights FROM members WHERE weights IS NOT NULL").fetchall():
             conn.execute("UPDATE members SET weights=? WHERE id=?",
