@@ -227,7 +227,9 @@ def _status(args) -> int:
     gens = [g for g in range(1, pipe.generations + 1) if store.survivors(g) is not None]
     alive = [m for m in store.members() if m.state.value == "alive"]
     print(f"run        {args.run_dir} ({pipe.name}, seed {pipe.seed})")
-    print(f"state      {'finished' if finished else 'in progress or stopped'}; generations done "
+    interrupted = bool(events) and events[-1][1] == "interrupted"
+    state = "finished" if finished else "interrupted (Ctrl-C)" if interrupted else "in progress or stopped"
+    print(f"state      {state}; generations done "
           f"{len(gens)}/{pipe.generations}; members {len(store.members())} ({len(alive)} alive)")
     from evomerge import leaderboard
 

@@ -102,6 +102,10 @@ class Run:
         try:
             with self.reporter:
                 self._run()
+        except KeyboardInterrupt:
+            with self.store.transaction():  # so that `evomerge status` says so; a fine-tune saved its state
+                self.store.add_event("interrupted")
+            raise
         finally:
             self.executor.close()
             self.artifacts.unlock()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from evomerge.config import LoraSpec
@@ -50,3 +51,54 @@ def test_same_spec_same_adapter(tiny_models: Path, tmp_path: Path):
     one = train_lora(_load(base_dir)[0], _load(base_dir)[1], PAIRS, spec, adapter_dir=tmp_path / "1").state_dict()
     two = train_lora(_load(base_dir)[0], _load(base_dir)[1], PAIRS, spec, adapter_dir=tmp_path / "2").state_dict()
     assert all(torch.equal(one[k], two[k]) for k in one)
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_a_fine_tune_killed_mid_way_goes_on_from_its_last_save_to_the_same_adapter(tiny_models: Path,
+                                                                                  tmp_path: Path, monkeypatch):
+    """State is saved after every step here (EVOMERGE_CHECKPOINT_SECONDS=0); the process dies inside step 5, with
+    dropout on so that torch's global generator matters too. Started again, it does steps 5..12 only and ends with
+    the adapter and the merged model of a fine-tune that was never interrupted."""
+    from safetensors.torch import load_file
+
+    monkeypatch.setenv("EVOMERGE_CHECKPOINT_SECONDS", "0")
+    base_dir = tiny_models / "models" / "base"
+    spec = LoraSpec(parent="base", task="t", steps=12, learning_rate=5e-3, batch_size=4, r=2, alpha=4, dropout=0.1,
+                    target_modules=("q_proj", "v_proj"))
+    whole = train_lora(*_load(base_dir), PAIRS, spec, adapter_dir=tmp_path / "whole").state_dict()
+
+    def dies_in_step_5(step: int, loss: float) -> None:
+        if step == 5:
+            raise _Killed  # after step 5's update, before its save: the last save is step 4's
+    model, tok = _load(base_dir)
+    with pytest.raises(_Killed):
+        train_lora(model, tok, PAIRS, spec, adapter_dir=tmp_path / "killed", on_step=dies_in_step_5)
+    assert (tmp_path / "killed" / "checkpoint.safetensors").is_file()
+    steps = []
+    resumed = train_lora(*_load(base_dir), PAIRS, spec, adapter_dir=tmp_path / "killed",
+                         on_step=lambda step, loss: steps.append(step)).state_dict()
+    assert steps == list(range(5, 13))
+    assert all(torch.equal(resumed[k], whole[k]) for k in whole)
+    ours = load_file(tmp_path / "killed" / "adapter_model.safetensors")
+    theirs = load_file(tmp_path / "whole" / "adapter_model.safetensors")
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert not (tmp_path / "killed" / "checkpoint.safetensors").exists()  # done: no state left behind
+
+
+def test_a_checkpoint_of_other_settings_is_not_used(tiny_models: Path, tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("EVOMERGE_CHECKPOINT_SECONDS", "0")
+    base_dir = tiny_models / "models" / "base"
+    spec = LoraSpec(parent="base", task="t", steps=4, batch_size=2, r=2, alpha=4, target_modules=("q_proj",))
+
+    def dies(step: int, loss: float) -> None:
+        if step == 3:
+            raise _Killed
+    with pytest.raises(_Killed):
+        train_lora(*_load(base_dir), PAIRS, spec, adapter_dir=tmp_path / "a", on_step=dies)
+    other = spec.model_copy(update={"learning_rate": 2e-3})
+    steps = []
+    train_lora(*_load(base_dir), PAIRS, other, adapter_dir=tmp_path / "a", on_step=lambda s, _: steps.append(s))
+    assert steps == [1, 2, 3, 4]

@@ -151,3 +151,55 @@ def test_mutation_only_pipeline_needs_rate_one(mutation_pipeline: Path):
     mutation_pipeline.write_text(text.replace("rate: 1.0", "rate: 0.5"))
     result = evomerge("run", str(mutation_pipeline), "--run-dir", str(mutation_pipeline.parent / "runs" / "x"))
     assert result.returncode == 2 and "mutation.rate: 1" in result.stderr
+
+
+def test_ctrl_c_during_a_lora_seed_saves_it_and_resume_goes_on_to_the_same_adapter(tiny_pipeline: Path,
+                                                                                   tmp_path: Path):
+    """Ctrl-C in the middle of a seed's fine-tune: the step under way finishes and is saved, `status` says
+    interrupted, and `evomerge resume` continues the fine-tune from there to the adapter of an uninterrupted one."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from safetensors import safe_open
+
+    population = tiny_pipeline.parent / "population.yaml"
+    population.write_text(population.read_text() + "  - {name: c, lora: {parent: base, task: evomerge_arith, "
+                                                   "steps: 400, batch_size: 2, r: 2, alpha: 4}}\n")
+    tiny_pipeline.write_text(tiny_pipeline.read_text().replace("generations: 2", "generations: 1").replace(
+        "children_per_generation: 2", "children_per_generation: 1").replace("budget: 6", "budget: 3"))
+    run_dir = tmp_path / "run"
+    checkpoint = run_dir / "adapters" / "c" / "checkpoint.safetensors"
+    proc = subprocess.Popen([sys.executable, "-m", "evomerge.cli", "run", str(tiny_pipeline), "--run-dir",
+                             str(run_dir), "--quiet"], env={**os.environ, "EVOMERGE_CHECKPOINT_SECONDS": "0"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while proc.poll() is None and not checkpoint.is_file():
+        time.sleep(0.02)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 130, proc.stderr.read()
+    with safe_open(str(checkpoint), framework="pt") as f:
+        saved = int(f.metadata()["steps_done"])
+    assert 0 < saved < 400
+    status = evomerge("status", str(run_dir)).stdout
+    assert "interrupted (Ctrl-C)" in status
+    assert evomerge("resume", str(run_dir), "--quiet").returncode == 0
+    assert not checkpoint.exists()
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from evomerge.config import LoraSpec
+    from evomerge.evolution import Run
+    from evomerge.mutation.lora import train_lora
+
+    run = Run.resume(run_dir)
+    spec = LoraSpec.model_validate(run.store.member("c").params)
+    base = Path(run.store.member("base").weights)
+    examples = run.artifacts._bench().scorer.train_examples("evomerge_arith")
+    train_lora(AutoModelForCausalLM.from_pretrained(base), AutoTokenizer.from_pretrained(base), examples, spec,
+               adapter_dir=tmp_path / "uninterrupted")
+    ours = load_file(run_dir / "adapters" / "c" / "adapter_model.safetensors")
+    theirs = load_file(tmp_path / "uninterrupted" / "adapter_model.safetensors")
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)

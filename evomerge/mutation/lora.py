@@ -7,6 +7,10 @@ bit-exactly with `apply_adapter`.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
@@ -21,12 +25,23 @@ if TYPE_CHECKING:
     from evomerge.workbench import Workbench
 
 
+CHECKPOINT = "checkpoint.safetensors"  # in the adapter's directory while the fine-tune is under way
+
+
+def checkpoint_seconds() -> float:
+    """How often a fine-tune saves its state ($EVOMERGE_CHECKPOINT_SECONDS, default 60; 0: after every step)."""
+    return float(os.environ.get("EVOMERGE_CHECKPOINT_SECONDS", "60"))
+
+
 def train_lora(model, tokenizer, examples: list[tuple[str, str]], spec: LoraSettings, *, adapter_dir: Path,
                on_step: Optional[Callable[[int, float], None]] = None):
     """Fine-tune `model` (modified) on `examples` and return the merged model; the adapter is saved to adapter_dir.
 
     The loss covers the completion tokens only, as in the tasks' scoring; batches are drawn from a generator seeded
-    with `spec.seed`, so the same spec, model and data give the same adapter.
+    with `spec.seed`, so the same spec, model and data give the same adapter. Every `checkpoint_seconds()`, and at
+    Ctrl-C (at the end of the step under way), the adapter, the optimiser and both random generators are saved to
+    `adapter_dir/checkpoint.safetensors`; a fine-tune started again continues from there and ends with the adapter
+    an uninterrupted one gives.
     """
     import torch
     from peft import LoraConfig, get_peft_model
@@ -36,23 +51,102 @@ def train_lora(model, tokenizer, examples: list[tuple[str, str]], spec: LoraSett
                         target_modules=list(spec.target_modules), task_type="CAUSAL_LM")
     peft_model = get_peft_model(model, config)
     peft_model.train()
-    params = [p for p in peft_model.parameters() if p.requires_grad]
-    optimiser = torch.optim.AdamW(params, lr=spec.learning_rate, weight_decay=0.0)
-    order = torch.Generator().manual_seed(spec.seed)
+    state = _TrainState(peft_model, spec, adapter_dir / CHECKPOINT)
     device = next(model.parameters()).device
-    for step in range(spec.steps):
-        idx = torch.randint(len(examples), (spec.batch_size,), generator=order).tolist()
-        input_ids, labels, mask = _batch(tokenizer, [examples[i] for i in idx], spec.max_length)
-        out = peft_model(input_ids=input_ids.to(device), attention_mask=mask.to(device), labels=labels.to(device))
-        out.loss.backward()
-        optimiser.step()
-        optimiser.zero_grad(set_to_none=True)
-        if on_step is not None:
-            on_step(step + 1, float(out.loss))
+    with _deferred_interrupt() as interrupted:
+        for step in range(state.restore(), spec.steps):
+            idx = torch.randint(len(examples), (spec.batch_size,), generator=state.order).tolist()
+            input_ids, labels, mask = _batch(tokenizer, [examples[i] for i in idx], spec.max_length)
+            out = peft_model(input_ids=input_ids.to(device), attention_mask=mask.to(device), labels=labels.to(device))
+            out.loss.backward()
+            state.optimiser.step()
+            state.optimiser.zero_grad(set_to_none=True)
+            if on_step is not None:
+                on_step(step + 1, float(out.loss))
+            if interrupted():
+                state.save(step + 1)
+                raise KeyboardInterrupt
+            state.maybe_save(step + 1)
     peft_model.eval()
     adapter_dir.parent.mkdir(parents=True, exist_ok=True)
     peft_model.save_pretrained(str(adapter_dir), safe_serialization=True)
+    (adapter_dir / CHECKPOINT).unlink(missing_ok=True)
     return peft_model.merge_and_unload()
+
+
+class _TrainState:
+    """What a fine-tune needs to go on exactly where it stopped: the adapter's weights, AdamW's moments and step
+    counts, the batch-order generator and torch's global generator (dropout). Saved as one safetensors file,
+    replaced atomically; nothing is unpickled to read it back."""
+
+    def __init__(self, peft_model, spec: LoraSettings, path: Path) -> None:
+        import torch
+
+        self.path, self.spec = path, spec
+        self.named = [(n, p) for n, p in peft_model.named_parameters() if p.requires_grad]
+        self.optimiser = torch.optim.AdamW([p for _, p in self.named], lr=spec.learning_rate, weight_decay=0.0)
+        self.order = torch.Generator().manual_seed(spec.seed)
+        self._every, self._last = checkpoint_seconds(), time.monotonic()
+
+    def _key(self) -> str:
+        return json.dumps(self.spec.model_dump(mode="json"), sort_keys=True)
+
+    def maybe_save(self, done: int) -> None:
+        if done < self.spec.steps and time.monotonic() - self._last >= self._every:
+            self.save(done)
+
+    def save(self, done: int) -> None:
+        import torch
+        from safetensors.torch import save_file
+
+        tensors = {f"adapter.{n}": p.detach().cpu().contiguous() for n, p in self.named}
+        for i, (_, p) in enumerate(self.named):
+            for k, v in self.optimiser.state.get(p, {}).items():
+                tensors[f"optim.{i}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
+        tensors["rng.order"] = self.order.get_state()
+        tensors["rng.torch"] = torch.get_rng_state()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(".tmp-" + self.path.name)
+        save_file(tensors, str(tmp), metadata={"steps_done": str(done), "settings": self._key()})
+        os.replace(tmp, self.path)
+        self._last = time.monotonic()
+
+    def restore(self) -> int:
+        """The steps already done: 0, or those of a checkpoint made with the same settings (loaded here)."""
+        import torch
+        from safetensors import safe_open
+
+        if not self.path.is_file():
+            return 0
+        with safe_open(str(self.path), framework="pt") as f:
+            meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+        if meta.get("settings") != self._key():
+            return 0  # another fine-tune's state: start afresh
+        with torch.no_grad():
+            for n, p in self.named:
+                p.copy_(tensors[f"adapter.{n}"])
+        state = {i: {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"optim.{i}.")}
+                 for i in range(len(self.named))}
+        self.optimiser.load_state_dict({"state": {i: s for i, s in state.items() if s},
+                                        "param_groups": self.optimiser.state_dict()["param_groups"]})
+        self.order.set_state(tensors["rng.order"])
+        torch.set_rng_state(tensors["rng.torch"])
+        return int(meta["steps_done"])
+
+
+@contextmanager
+def _deferred_interrupt():
+    """Ctrl-C during a step is taken at the end of that step, so that what is saved is a whole step."""
+    hit = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda *_: hit.append(True))
+    except ValueError:  # not the main thread: interrupts are not deferred
+        yield lambda: False
+        return
+    try:
+        yield lambda: bool(hit)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def apply_adapter(model, adapter_dir: Path):
