@@ -6,6 +6,8 @@ names a population and says how to evolve it. Every error names the file, the ke
 from __future__ import annotations
 
 import importlib
+import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
@@ -67,6 +69,9 @@ class LoraSpec(LoraSettings):
     parent: str = Field(description="name of the member to fine-tune")
 
 
+CHILD_NAME = re.compile(r"^g\d+-c\d+(-merge)?$")  # the names evomerge gives children
+
+
 class SeedMember(Frozen):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
     model: Optional[str] = Field(None, description="local HF model directory, or a built-in model name")
@@ -120,7 +125,14 @@ def _registered(registry: Registry, *, shorthand: bool = False):
 class CmaSpec(Frozen):
     sigma0: float = Field(0.25, gt=0, description="initial step size, in parameter units", **_Finite)
     popsize: int = Field(4, ge=2, description="proposals per CMA-ES iteration")
-    budget: int = Field(8, ge=1, description="merges evaluated per crossover")
+    budget: int = Field(8, ge=1, description="merges evaluated per crossover, in whole iterations of popsize")
+
+    @model_validator(mode="after")
+    def _whole_iterations(self) -> "CmaSpec":
+        if self.budget < self.popsize:
+            raise ValueError(f"budget {self.budget} is less than one CMA-ES iteration of popsize {self.popsize}: "
+                             f"raise budget to at least {self.popsize} or lower popsize")
+        return self
 
 
 class CrossoverSpec(Frozen):
@@ -217,7 +229,7 @@ class PipelineConfig(Frozen):
     crossover: Optional[CrossoverSpec] = None
     mutation: Optional[MutationSpec] = None
     fitness: FitnessSpec
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="any seed numpy accepts: 0 to 2**32 - 1")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|mps)$")
     engine: Literal["fast", "reference"] = Field(
@@ -287,6 +299,9 @@ def _describe(file: str, err: ValidationError) -> ConfigError:
 
 
 def _read_yaml(path: Path, what: str) -> dict:
+    if path.is_dir():
+        raise ConfigError(file=str(path), key="", problem=f"this is a directory, not a {what} file",
+                          fix=f"give the {what} YAML file itself, e.g. {what}s/demo.yaml")
     if not path.is_file():
         raise ConfigError(file=str(path), key="", problem=f"the {what} file does not exist",
                           fix=f"check the path; {what} files live in {what}s/")
@@ -312,26 +327,35 @@ def load_population(path: str | Path) -> PopulationConfig:
         raise _describe(str(path), e) from None
     names = [m.name for m in pop.members]
     for i, m in enumerate(pop.members):
-        if names.count(m.name) > 1:
-            raise ConfigError(file=str(path), key=f"members.{i}.name", problem=f"member name {m.name!r} is used twice",
-                              fix="give every member a distinct name")
-        if m.model is not None and m.model not in BUILTIN_MODELS:
-            local = (path.parent / m.model).resolve()
-            if not (local / "config.json").is_file():
-                raise ConfigError(
-                    file=str(path), key=f"members.{i}.model",
-                    problem=f"{m.model!r} is neither a built-in model ({', '.join(BUILTIN_MODELS)}) nor a local "
-                            f"Hugging Face model directory (no config.json in {local})",
-                    fix="point it at a directory saved with save_pretrained (paths are relative to the population "
-                        "file), or use a built-in name; hub names are not downloaded")
-        if m.lora is not None and m.lora.parent not in names[:i]:
-            raise ConfigError(file=str(path), key=f"members.{i}.lora.parent",
-                              problem=f"{m.lora.parent!r} is not a member listed before {m.name!r}",
-                              fix="name a member defined earlier in the file")
+        _check_member(path, i, m, names)
     if pop.base_model not in names:
         raise ConfigError(file=str(path), key="base_model", problem=f"{pop.base_model!r} is not a member name",
                           fix=f"use one of: {', '.join(names)}")
     return pop
+
+
+def _check_member(path: Path, i: int, m: SeedMember, names: list[str]) -> None:
+    def error(key: str, problem: str, fix: str) -> ConfigError:
+        return ConfigError(file=str(path), key=f"members.{i}.{key}", problem=problem, fix=fix)
+
+    if names.count(m.name) > 1:
+        raise error("name", f"member name {m.name!r} is used twice", "give every member a distinct name")
+    if CHILD_NAME.match(m.name):
+        raise error("name", f"{m.name!r} is how evomerge names the children it breeds",
+                    "give the seed another name (not g<generation>-c<slot>)")
+    if m.model is not None and m.model not in BUILTIN_MODELS:
+        local = (path.parent / m.model).resolve()
+        if not (local / "config.json").is_file():
+            raise error("model", f"{m.model!r} is neither a built-in model ({', '.join(BUILTIN_MODELS)}) nor a local "
+                        f"Hugging Face model directory (no config.json in {local})",
+                        "point it at a directory saved with save_pretrained (paths are relative to the population "
+                        "file), or use a built-in name; hub names are not downloaded")
+        if not any(local.glob("*.safetensors")) and not any(local.glob("pytorch_model*.bin")):
+            raise error("model", f"{local} has a config.json but no weights (*.safetensors or pytorch_model*.bin)",
+                        "save the model there with save_pretrained, or point at the directory that has its weights")
+    if m.lora is not None and m.lora.parent not in names[:i]:
+        raise error("lora.parent", f"{m.lora.parent!r} is not a member listed before {m.name!r}",
+                    "name a member defined earlier in the file")
 
 
 def load_pipeline(path: str | Path) -> Loaded:
@@ -353,11 +377,34 @@ def load_pipeline(path: str | Path) -> Loaded:
                           problem=f"{pipe.parents_per_child} parents per child but the population has "
                                   f"{len(pop.members)} seed members",
                           fix=f"use at most {len(pop.members)}")
+    pool = len(pop.members) + pipe.children_per_generation
+    if pipe.population_size > pool:
+        raise ConfigError(file=str(path), key="population_size",
+                          problem=f"{pipe.population_size} survivors, but the first generation has only {pool} "
+                                  f"members to keep ({len(pop.members)} seeds and {pipe.children_per_generation} "
+                                  "children)", fix=f"use at most {pool}, or breed more children per generation")
     for i, inc in enumerate(pipe.fitness.include_path):
-        if not (path.parent / inc).is_dir():
-            raise ConfigError(file=str(path), key=f"fitness.include_path.{i}", problem=f"{inc!r} is not a folder",
-                              fix="give a folder of lm-eval task YAML files, relative to the pipeline file")
+        _check_include_path(path, i, inc)
     return Loaded(pipeline=pipe, population=pop, pipeline_file=str(path), population_file=str(pop_path))
+
+
+def _check_include_path(path: Path, i: int, inc: str, *, most: int = 5000) -> None:
+    """A folder of task YAML: lm-eval reads every file below it, so the root of a disk would take forever."""
+    folder = path.parent / inc
+    fix = "give the folder that holds your lm-eval task YAML files, relative to the pipeline file"
+    if not folder.is_dir():
+        raise ConfigError(file=str(path), key=f"fitness.include_path.{i}", problem=f"{inc!r} is not a folder", fix=fix)
+    seen = yaml_files = 0
+    for _root, dirs, files in os.walk(folder):
+        seen += len(dirs) + len(files)
+        yaml_files += sum(f.endswith((".yaml", ".yml")) for f in files)
+        if seen > most:
+            raise ConfigError(file=str(path), key=f"fitness.include_path.{i}",
+                              problem=f"{folder.resolve()} holds more than {most} files and folders, all of which "
+                                      "lm-eval would read", fix=fix)
+    if yaml_files == 0:
+        raise ConfigError(file=str(path), key=f"fitness.include_path.{i}",
+                          problem=f"{folder.resolve()} holds no .yaml files", fix=fix)
 
 
 def load_pipeline_dict(data: dict, *, pipeline_file: str, population_file: str) -> Loaded:

@@ -70,13 +70,13 @@ class Run:
               store: str = "sqlite") -> "Run":
         """Validate everything (config, tasks, splits, data), then create the run directory and its store."""
         from evomerge.fitness.lm_eval import Scorer
-        from evomerge.preflight import check_data_sources
+        from evomerge.preflight import Preflight
 
         loaded = load_pipeline(pipeline_file)
         cfg = loaded.pipeline
         scorer = Scorer(cfg.fitness, include_paths=loaded.include_paths(), device=cfg.device, engine=cfg.engine,
                         pipeline_file=loaded.pipeline_file)  # tasks, metrics, split overlap: before any directory
-        check_data_sources(loaded, scorer)
+        Preflight(loaded, scorer).run()  # device, seeds, data, module names
         run_dir = Path(run_dir) if run_dir is not None else Path("runs") / f"{cfg.name}-{datetime.now():%Y%m%d-%H%M%S}"
         if run_dir.exists() and any(run_dir.iterdir()):
             raise EvomergeError(f"{run_dir} already exists and is not empty. "

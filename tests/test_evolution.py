@@ -169,3 +169,14 @@ def test_a_second_process_is_kept_out_of_a_running_run(tiny_pipeline: Path, tmp_
     assert len(store.events(kind="run_finished")) == 1
     scored = Counter((d["subject"], d["split"]) for _, _, d in store.events(kind="scored"))
     assert max(scored.values()) == 1
+
+
+def test_the_largest_seed_runs(tiny_pipeline: Path, tmp_path: Path):
+    """The first release crashed at the first crossover from seed 42949 on (its CMA-ES seed passed 2**32)."""
+    text = tiny_pipeline.read_text().replace("generations: 2", "generations: 1").replace(
+        "children_per_generation: 2", "children_per_generation: 1").replace("budget: 6", "budget: 3").replace(
+        "method: ties", "method: dare_ties").replace("seed: 3", "seed: 4294967295")
+    tiny_pipeline.write_text(text)
+    result = evomerge("run", str(tiny_pipeline), "--run-dir", str(tmp_path / "run"), "--quiet")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert open_store(tmp_path / "run").member("g1-c0").params["seed"] == 4294967295

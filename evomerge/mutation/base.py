@@ -16,6 +16,7 @@ from evomerge.executor.base import MutationJob
 from evomerge.records import MemberRecord, MutationStep
 
 if TYPE_CHECKING:
+    from evomerge.preflight import Preflight
     from evomerge.workbench import Workbench
 
 # checkpoint(step, data, **event): commit one step of a mutation (the driver does it, in one transaction)
@@ -35,9 +36,10 @@ class MutationOperator:
     step_event: ClassVar[str] = "mutation_step"   # the event each committed step adds
 
     @classmethod
-    def check(cls, settings: Any, check_data: Callable[..., None], *, key: str) -> None:
-        """Before any compute: raise ConfigError for data the settings name that does not exist.
-        `check_data(task, data, key=...)` checks a training task or a JSONL file."""
+    def check(cls, settings: Any, preflight: "Preflight", *, key: str) -> None:
+        """Before any compute: raise ConfigError for what the settings name that is not there.
+        `preflight.data(task, data, key=...)` checks a training task or a JSONL file, `preflight.modules(names,
+        key=...)` module names of the seeds' architecture."""
 
     @classmethod
     def mutate(cls, bench: "Workbench", model: Any, job: MutationJob, checkpoint: Checkpoint) -> Mutant:

@@ -35,6 +35,7 @@ from evomerge.mutation.base import Checkpoint, Mutant, MutationOperator
 from evomerge.records import MemberRecord, MutationStep
 
 if TYPE_CHECKING:
+    from evomerge.preflight import Preflight
     from evomerge.workbench import Workbench
 
 
@@ -241,9 +242,9 @@ class NoiseEs(MutationOperator):
     step_event = "es_iteration"
 
     @classmethod
-    def check(cls, settings: Any, check_data: Callable[..., None], *, key: str) -> None:
+    def check(cls, settings: Any, preflight: "Preflight", *, key: str) -> None:
         if settings.reward.kind != "select":
-            check_data(settings.reward.task, settings.reward.data, key=f"{key}.reward")
+            preflight.data(settings.reward.task, settings.reward.data, key=f"{key}.reward")
 
     @classmethod
     def mutate(cls, bench: "Workbench", model: Any, job: MutationJob, checkpoint: Checkpoint) -> Mutant:

@@ -22,6 +22,7 @@ from evomerge.mutation.base import Checkpoint, Mutant, MutationOperator
 from evomerge.records import MemberRecord
 
 if TYPE_CHECKING:
+    from evomerge.preflight import Preflight
     from evomerge.workbench import Workbench
 
 
@@ -193,8 +194,9 @@ class LoraMutation(MutationOperator):
     color = "#E69F00"
 
     @classmethod
-    def check(cls, settings: Any, check_data: Callable[..., None], *, key: str) -> None:
-        check_data(settings.task, settings.data, key=key)
+    def check(cls, settings: Any, preflight: "Preflight", *, key: str) -> None:
+        preflight.data(settings.task, settings.data, key=key)
+        preflight.modules(settings.target_modules, key=f"{key}.target_modules")
 
     @classmethod
     def mutate(cls, bench: "Workbench", model: Any, job: MutationJob, checkpoint: Checkpoint) -> Mutant:
