@@ -131,6 +131,47 @@ class Artifacts:
             shutil.rmtree(path, ignore_errors=True)
         self.rebuilt = []
 
+    # ------------------------------------------------------------ checking
+
+    def check(self) -> tuple[list[str], list[str]]:
+        """(problems, notes) about the files the store's records need: what cannot be rebuilt is a problem."""
+        import json
+
+        problems, notes = [], []
+        for m in self.store.members():
+            path = self.where(m)
+            if m.operator == "seed":
+                source = resolve_model(json.loads(m.recipe)["source"]) if m.recipe else None
+                if source is None or not (Path(source) / "config.json").is_file():
+                    problems.append(f"seed {m.name}: its model directory {source} is gone")
+            elif m.state is MemberState.ALIVE and (path is None or not (path / "config.json").is_file()):
+                notes.append(f"{m.name}: weights missing; they are rebuilt from its recipe when needed")
+            if m.operator in MUTATION_OPERATORS:
+                problems += [f"{m.name}: {f} is gone, so it cannot be rebuilt" for f in
+                             MUTATION_OPERATORS.get(m.operator).recipe_files(m, self.dir) if not f.exists()]
+        if self.members_dir.is_dir():
+            notes += [f"{p.name}: half-written, removed by the next resume" for p in self.members_dir.iterdir()
+                      if p.name.startswith(".tmp-")]
+        holder = self.holder()
+        if holder:
+            notes.append(f"{holder} is running this directory: what was checked is this moment's state")
+        return problems, notes
+
+    def holder(self) -> Optional[str]:
+        """Who holds the run's lock now (None if nobody)."""
+        path = self.dir / LOCK
+        if not path.is_file():
+            return None
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        except BlockingIOError:
+            return os.read(fd, 64).decode(errors="replace").strip() or "another process"
+        finally:
+            os.close(fd)
+
     # ------------------------------------------------------------ the lock and tidying
 
     def lock(self) -> None:

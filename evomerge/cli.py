@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import shutil
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -49,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("member")
     r.add_argument("out_dir", type=Path)
 
+    r = sub.add_parser("check", help="verify a run directory and fold its write-ahead log in, so it can be copied")
+    r.add_argument("run_dir", type=Path)
+
     r = sub.add_parser("report", help="one self-contained HTML page: lineage tree, leaderboard, charts; or PNG plots")
     r.add_argument("run_dir", type=Path)
     r.add_argument("-o", "--output", type=Path, help="HTML file to write (default RUN_DIR/report.html)")
@@ -63,6 +67,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         return _COMMANDS[args.command](args) or 0
     except EvomergeError as e:
         print(f"evomerge: error: {e}", file=sys.stderr)
+        return 2
+    except sqlite3.DatabaseError as e:  # a store damaged after it was opened
+        where = getattr(args, "run_dir", None) or "the run directory"
+        print(f"evomerge: error: the run database of {where} cannot be read ({e}). Fix: `evomerge check {where}` "
+              "says what is damaged; restore the directory from a copy made after `evomerge check`", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         where = getattr(args, "run_dir", None) or "<run dir>"
@@ -309,8 +318,29 @@ def _report(args) -> int:
     return 0
 
 
+def _check(args) -> int:
+    """Fold the WAL into evomerge.db, verify the database and the files its records need; exit 2 on problems."""
+    from evomerge.artifacts import Artifacts
+
+    store, loaded = _open(args.run_dir)
+    problems = store.check()
+    files, notes = Artifacts(args.run_dir, store, loaded, bench=lambda: None).check()
+    problems += files
+    members = store.members()
+    print(f"run        {args.run_dir} ({loaded.pipeline.name})")
+    print(f"database   {'ok' if not problems else 'PROBLEMS'}; its write-ahead log is folded into "
+          "evomerge.db, so the directory can be copied as it is")
+    print(f"members    {len(members)} ({sum(m.state.value == 'alive' for m in members)} alive, "
+          f"{sum(m.state.value == 'failed' for m in members)} failed)")
+    for note in notes:
+        print(f"note       {note}")
+    for problem in problems:
+        print(f"problem    {problem}")
+    return 2 if problems else 0
+
+
 _COMMANDS = {"run": _run, "resume": _resume, "status": _status, "leaderboard": _leaderboard,
-             "lineage": _lineage, "export": _export, "report": _report}
+             "lineage": _lineage, "export": _export, "report": _report, "check": _check}
 
 
 if __name__ == "__main__":

@@ -164,6 +164,8 @@ def test_a_second_process_is_kept_out_of_a_running_run(tiny_pipeline: Path, tmp_
     second = evomerge("resume", str(run_dir), "--quiet")
     assert second.returncode == 2 and "is being run by evomerge pid" in second.stderr, second.stderr
     assert "\n" not in second.stderr.strip()
+    for command in ("status", "leaderboard", "lineage", "check"):  # reading needs no lock
+        assert evomerge(command, str(run_dir)).returncode == 0, command
     assert first.wait(timeout=600) == 0, first.stderr.read()
     store = open_store(run_dir)
     assert len(store.events(kind="run_finished")) == 1
@@ -180,3 +182,39 @@ def test_the_largest_seed_runs(tiny_pipeline: Path, tmp_path: Path):
     result = evomerge("run", str(tiny_pipeline), "--run-dir", str(tmp_path / "run"), "--quiet")
     assert result.returncode == 0, result.stderr[-2000:]
     assert open_store(tmp_path / "run").member("g1-c0").params["seed"] == 4294967295
+
+
+def test_check_makes_a_killed_run_copyable_and_finds_what_cannot_be_rebuilt(tiny_pipeline: Path, tmp_path: Path):
+    import shutil
+
+    population = tiny_pipeline.parent / "population.yaml"
+    population.write_text(population.read_text() + "  - {name: c, lora: {parent: a, task: evomerge_arith, steps: 2, "
+                                                   "batch_size: 2, r: 2, alpha: 4}}\n")
+    run_dir = tmp_path / "run"
+    assert run_and_kill(["run", str(tiny_pipeline), "--run-dir", str(run_dir), "--quiet"], run_dir / "evomerge.db", 30)
+    events = events_count(run_dir / "evomerge.db")
+    check = evomerge("check", str(run_dir))
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "database   ok" in check.stdout
+    alone = tmp_path / "copy"
+    alone.mkdir()
+    shutil.copy(run_dir / "evomerge.db", alone / "evomerge.db")  # the database file alone, no -wal
+    assert events_count(alone / "evomerge.db") == events
+    shutil.rmtree(run_dir / "adapters" / "c")
+    broken = evomerge("check", str(run_dir))
+    assert broken.returncode == 2 and "problem    c: " in broken.stdout and "cannot be rebuilt" in broken.stdout
+
+
+def test_a_damaged_or_foreign_database_is_a_clear_error(tmp_path: Path):
+    import sqlite3
+
+    damaged, foreign = tmp_path / "damaged", tmp_path / "foreign"
+    damaged.mkdir(), foreign.mkdir()
+    (damaged / "evomerge.db").write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 40)
+    with sqlite3.connect(foreign / "evomerge.db") as conn:
+        conn.execute("CREATE TABLE notes (text TEXT)")
+    for run_dir in (damaged, foreign):
+        for command in (["status"], ["leaderboard"], ["lineage"], ["report"], ["check"], ["resume", "--quiet"]):
+            result = evomerge(command[0], str(run_dir), *command[1:])
+            assert result.returncode == 2, (command, result.stderr)
+            assert "Traceback" not in result.stderr and str(run_dir / "evomerge.db") in result.stderr

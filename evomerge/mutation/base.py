@@ -52,6 +52,11 @@ class MutationOperator:
         raise NotImplementedError
 
     @classmethod
+    def recipe_files(cls, member: MemberRecord, run_dir: Path) -> list[Path]:
+        """The files besides the store that `rebuild` needs (`evomerge check` verifies they are there)."""
+        return []
+
+    @classmethod
     def edge_label(cls, params: dict) -> str:
         return cls.name
 

@@ -216,6 +216,10 @@ class LoraMutation(MutationOperator):
         return apply_adapter(model, run_dir / json.loads(member.recipe)["adapter"])
 
     @classmethod
+    def recipe_files(cls, member: MemberRecord, run_dir: Path) -> list[Path]:
+        return [run_dir / json.loads(member.recipe)["adapter"] / "adapter_model.safetensors"]
+
+    @classmethod
     def edge_label(cls, params: dict) -> str:
         data = f"task={params['task']}" if params.get("task") else f"data={params['data']}"
         return (f"{cls.name} {data} steps={params['steps']} r={params['r']} alpha={params['alpha']} "

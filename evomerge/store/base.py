@@ -81,6 +81,11 @@ class Store(abc.ABC):
     def close(self) -> None:
         """Release the backend's resources; the store is not used afterwards."""
 
+    def check(self) -> list[str]:
+        """Verify the backend's own storage and make it complete on its own (a database file without a separate
+        log to copy); the problems found, none if it is sound."""
+        return []
+
     @abc.abstractmethod
     def transaction(self):
         """A context manager: everything written inside it commits together or not at all."""

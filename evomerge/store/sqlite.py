@@ -136,13 +136,13 @@ class SqliteStore(Store):
         if not path.is_file():
             raise EvomergeError(f"{location} is not an evomerge run directory (no {cls.FILENAME} in it). "
                                 "Fix: give the directory that `evomerge run` printed, e.g. runs/demo-20261123-120000")
-        conn = cls._connect(path)
         try:
+            conn = cls._connect(path)
             version = int(conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
         except (sqlite3.DatabaseError, TypeError) as e:
-            conn.close()
-            raise EvomergeError(f"{path} is not a readable evomerge database ({e}). "
-                                "Fix: give the directory that `evomerge run` printed") from None
+            raise EvomergeError(f"{path} is not a readable evomerge database ({e}). Fix: give the directory that "
+                                "`evomerge run` printed; a copied run needs its evomerge.db-wal too, or "
+                                "`evomerge check` before copying") from None
         if version == 1:
             _migrate_v1(conn, Path(location))
         elif version != SCHEMA_VERSION:
@@ -162,6 +162,18 @@ class SqliteStore(Store):
 
     def close(self) -> None:
         self._conn.close()
+
+    def check(self) -> list[str]:
+        """Fold the write-ahead log into the database file (which can then be copied alone) and verify both the
+        file and the links between its records; returns the problems found."""
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            problems = [r[0] for r in self._conn.execute("PRAGMA integrity_check") if r[0] != "ok"]
+            problems += [f"{r[0]} row {r[1]} points at a missing {r[2]} row"
+                         for r in self._conn.execute("PRAGMA foreign_key_check")]
+        except sqlite3.DatabaseError as e:
+            problems = [f"{self.path}: {e}"]
+        return problems
 
     def transaction(self):
         return self._guard.around(lambda: self._conn.execute("BEGIN IMMEDIATE"),
