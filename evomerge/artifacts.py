@@ -23,8 +23,10 @@ LOCK = ".evomerge.lock"
 
 
 class Artifacts:
-    def __init__(self, run_dir: Path, store: Store, loaded: Loaded, bench: Callable[[], "Workbench"]) -> None:  # noqa
+    def __init__(self, run_dir: Path, store: Store, loaded: Loaded, bench: Callable[[], "Workbench"],  # noqa: F821
+                 log: Callable[[str], None] = lambda message: None) -> None:
         self.dir = Path(run_dir).resolve()
+        self._log = log
         self.store = store
         self.loaded = loaded
         self.cfg = loaded.pipeline
@@ -58,6 +60,8 @@ class Artifacts:
             return self._seed_path(record)
         out = self.members_dir / record.name
         if not out.exists():
+            if record.state is MemberState.ALIVE:
+                self._log(f"warning: {record.name}'s weights ({path}) are missing; rebuilding them from its recipe")
             out.parent.mkdir(parents=True, exist_ok=True)
             self._rebuild(record, out)
             if record.state is not MemberState.ALIVE:

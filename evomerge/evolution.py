@@ -48,7 +48,7 @@ class Run:
         self.executor = EXECUTORS.get(self.cfg.executor.kind)(self.cfg.executor, spec, scorer=scorer,
                                                                progress=self.reporter)
         self._bench: Optional[Workbench] = getattr(self.executor, "bench", None)
-        self.artifacts = Artifacts(self.dir, store, loaded, self._workbench)
+        self.artifacts = Artifacts(self.dir, store, loaded, self._workbench, log=self.reporter.log)
         self.ctx = RunContext(dir=self.dir, loaded=loaded, store=store, board=ScoreBoard(store, self.cfg.fitness),
                               artifacts=self.artifacts, executor=self.executor, reporter=self.reporter)
         self.scoring = Scoring(self.ctx)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import signal
@@ -106,8 +107,9 @@ def snapshot(run_dir: Path) -> dict:
     """What two runs with the same seed must agree on: members, survivors, every score, every CMA-ES candidate."""
     store = open_store(run_dir)
     try:
+        # merge recipes name their parents' directories wherever they were: compare what follows members/, models/
         members = [(m.name, m.generation, m.operator, [store.member(p).name for p in m.parents], m.params,
-                    m.recipe.replace(str(run_dir), "<run>"), m.state.value) for m in store.members()]
+                    re.sub(r"\S*/(members|models)/", r"<\1>/", m.recipe), m.state.value) for m in store.members()]
         names = {m.id: m.name for m in store.members()}
         survivors = [[names[i] for i in store.survivors(g) or []] for g in (1, 2)]
         scores = sorted((s.subject.split(":")[0], names.get(int(s.subject.split(":")[1]), s.subject)

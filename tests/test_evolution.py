@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -21,8 +22,11 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tiny_pipeline: Path, tmp
 
     killed = tmp_path / "killed"
     db = killed / "evomerge.db"
-    # kill points spread over the run: during seeding, inside CMA-ES iterations, around survivor selection
-    points = [2, total // 4, total // 2, (3 * total) // 4, total - 3]
+    # kill points spread over the run (during seeding, inside CMA-ES iterations, around survivor selection), and one
+    # on purpose between a CMA-ES ask and its tell: one candidate of a second iteration scored, the others not
+    asks = [i for i, (_, kind, d) in enumerate(open_store(reference).events(), start=1)
+            if kind == "cma_ask" and d["iteration"] == 1]
+    points = sorted({2, total // 4, asks[1] + 1, total // 2, (3 * total) // 4, total - 3})
     assert run_and_kill(["run", str(tiny_pipeline), "--run-dir", str(killed), "--quiet"], db, points[0])
     kills = 1
     for at in points[1:]:
@@ -32,8 +36,17 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tiny_pipeline: Path, tmp
         status = evomerge("status", str(killed))  # what another terminal sees of a stopped run
         assert status.returncode == 0 and "in progress or stopped" in status.stdout
         assert "now " in status.stdout and "last scores:" in status.stdout
-    assert kills >= 4, "the run finished before it could be killed often enough"
-    result = evomerge("resume", str(killed), "--quiet")
+    assert kills >= 5, "the run finished before it could be killed often enough"
+    # the last resume: after the directory was moved, from another working directory, with an alive member's
+    # weights deleted (rebuilt from its recipe)
+    moved = tmp_path / "elsewhere" / "moved"
+    moved.parent.mkdir()
+    shutil.move(killed, moved)
+    killed = moved
+    alive = [m for m in open_store(killed).members(state=MemberState.ALIVE) if m.generation > 0]
+    if alive:
+        shutil.rmtree(killed / alive[0].weights)
+    result = evomerge("resume", str(killed), "--quiet", cwd=tmp_path / "elsewhere")
     assert result.returncode == 0, result.stderr
 
     assert snapshot(killed) == snapshot(reference)
