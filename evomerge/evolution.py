@@ -116,8 +116,8 @@ class Run:
             self.reporter.log(f"{self.dir}: the run has finished already")
             return
         overall = self.reporter.phase("run", total=len(self.loaded.population.members) + self.cfg.generations)
-        for member in self.loaded.population.members:
-            self.seeding.seed(member)
+        for index, member in enumerate(self.loaded.population.members):
+            self.seeding.seed(index, member)
             self.reporter.advance(overall)
         for gen in range(1, self.cfg.generations + 1):
             self._generation(gen)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from evomerge import ids
 from evomerge.config import SPLITS, SeedMember
 from evomerge.context import RunContext
 from evomerge.models import resolve_model
@@ -18,26 +19,27 @@ class Seeding:
         self.scoring = scoring
         self.mutation = mutation
 
-    def seed(self, member: SeedMember) -> None:
+    def seed(self, index: int, member: SeedMember) -> None:
+        """The population file's `index`-th member, added and scored unless the store has it already."""
         store = self.ctx.store
         if store.member(member.name) is None:
             if member.model is not None:
-                self._model_seed(member)
+                self._model_seed(index, member)
             else:
                 self.mutation.make(name=member.name, kind="lora", settings=member.lora,
-                                   parent=store.member(member.lora.parent), generation=0, slot=0,
-                                   data_root=Path(self.ctx.loaded.population_file).parent)
+                                   parent=store.member(member.lora.parent), generation=0, slot=index,
+                                   data_root=Path(self.ctx.loaded.population_file).parent, member_id=ids.seed(index))
         record = store.member(member.name)
         for which in SPLITS:
             self.scoring.ensure(record, which)
 
-    def _model_seed(self, member: SeedMember) -> None:
+    def _model_seed(self, index: int, member: SeedMember) -> None:
         source = self.ctx.loaded.model_source(member)
         path = resolve_model(source)  # converts a built-in model once
         with self.ctx.store.transaction():
             mid = self.ctx.store.add_member(name=member.name, generation=0, operator="seed", parents=(),
                                             params={"source": source}, recipe=json.dumps({"source": source}),
-                                            weights=path)
+                                            weights=path, id=ids.seed(index))
             self.ctx.store.add_event("member_added", member=mid, name=member.name, operator="seed")
 
     def population(self, generation: int) -> list[int]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from evomerge import ids
 from evomerge.context import RunContext
 from evomerge.crossover.cma import CmaSearch
 from evomerge.errors import EvomergeError
@@ -47,7 +48,8 @@ class CrossoverStage:
         parents = self.parents.select(pool, ctx.board.members(pool), n=ctx.cfg.parents_per_child,
                                       rng=rng_for(ctx.cfg.seed, generation, slot))
         with ctx.store.transaction():
-            cid = ctx.store.add_crossover(generation=generation, slot=slot, parents=tuple(parents))
+            cid = ctx.store.add_crossover(generation=generation, slot=slot, parents=tuple(parents),
+                                          id=ids.crossover(ctx.loaded, generation, slot))
             ctx.store.add_event("crossover_started", crossover=cid, generation=generation, slot=slot, parents=parents)
         return ctx.store.crossover(generation, slot)
 
@@ -63,7 +65,8 @@ class CrossoverStage:
         cands = ctx.store.candidates(rec.id, iteration=it)
         if not cands:
             with ctx.store.transaction():
-                ctx.store.add_candidates(rec.id, it, [(x, job.genome.params(x)) for x in xs])
+                ctx.store.add_candidates(rec.id, it, [(x, job.genome.params(x)) for x in xs],
+                                         ids=ids.candidates(ctx.loaded, rec.generation, rec.slot, it))
                 ctx.store.add_event("cma_ask", crossover=rec.id, iteration=it, proposals=len(xs))
             cands = ctx.store.candidates(rec.id, iteration=it)
         elif [list(c.x) for c in cands] != xs:
@@ -121,7 +124,8 @@ class CrossoverStage:
             child = ctx.store.add_member(
                 name=name, generation=rec.generation, operator=method, parents=rec.parents,
                 params={"merge": best.params, "candidate": best.id, "seed": ctx.cfg.seed}, recipe=config.to_yaml(),
-                weights=ctx.artifacts.ref(out) if state is MemberState.ALIVE else None, state=state)
+                weights=ctx.artifacts.ref(out) if state is MemberState.ALIVE else None, state=state,
+                id=ids.member(ctx.loaded, rec.generation, rec.slot, ids.CROSSOVER))
             if rows:  # the best candidate's select scores, reused
                 ctx.store.add_scores(member_subject(child), **key, results=by_task(rows),
                                      docs={r.task: r.docs for r in rows}, reused_from=candidate_subject(best.id))

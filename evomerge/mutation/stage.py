@@ -7,6 +7,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Optional
 
+from evomerge import ids
 from evomerge.context import RunContext
 from evomerge.executor.base import MutationJob
 from evomerge.records import MemberRecord, MemberState, MutationRecord
@@ -24,7 +25,8 @@ class MutationStage:
         if rec is None:
             with store.transaction():
                 store.add_mutation(generation=generation, slot=slot, parent_id=parent_id,
-                                   operator=settings.model_dump(mode="json"))
+                                   operator=settings.model_dump(mode="json"),
+                                   id=ids.mutation(self.ctx.loaded, generation, slot))
                 store.add_event("mutation_started", generation=generation, slot=slot, parent=parent_id,
                                 operator=settings.kind)
             rec = store.mutation(generation, slot)
@@ -32,10 +34,10 @@ class MutationStage:
             return rec.child_id
         return self.make(name=name, kind=settings.kind, settings=settings, parent=store.member(rec.parent_id),
                          generation=generation, slot=slot, data_root=Path(self.ctx.loaded.pipeline_file).parent,
-                         mutation=rec)
+                         mutation=rec, member_id=ids.member(self.ctx.loaded, generation, slot, ids.MUTANT))
 
     def make(self, *, name: str, kind: str, settings: Any, parent: MemberRecord, generation: int, slot: int,
-             data_root: Path, mutation: Optional[MutationRecord] = None) -> int:
+             data_root: Path, member_id: int, mutation: Optional[MutationRecord] = None) -> int:
         """Run operator `kind` on `parent` through the executor and add the mutant; a LoRA seed has no mutation."""
         ctx = self.ctx
         steps = [s.data for s in ctx.store.mutation_steps(mutation.id)] if mutation is not None else []
@@ -49,7 +51,7 @@ class MutationStage:
             mid = ctx.store.add_member(name=name, generation=generation, operator=kind, parents=(parent.id,),
                                        params=settings.model_dump(mode="json"), recipe=json.dumps(mutated.recipe),
                                        weights=None if failed else ctx.artifacts.ref(job.out_dir),
-                                       state=MemberState.FAILED if failed else MemberState.ALIVE)
+                                       state=MemberState.FAILED if failed else MemberState.ALIVE, id=member_id)
             if mutation is not None:  # same transaction: a resume never finds the member without its mutation
                 ctx.store.set_mutation_child(mutation.id, mid)
             ctx.store.add_event("member_added", member=mid, name=name, operator=kind)

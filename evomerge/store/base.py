@@ -56,7 +56,8 @@ class Store(abc.ABC):
     - a crossover's told iterations, one more at a time;
     - the child of a crossover or of a mutation: set once, from None.
 
-    Ids are integers, increasing in insertion order, per kind of record.
+    Ids are integers, unique per kind of record. The caller may give them (evomerge/ids.py derives them from what a
+    record is, so that they do not depend on the order work finishes in); otherwise the next free one is taken.
     """
 
     kind: str = ""  # the registry name
@@ -98,8 +99,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def add_member(self, *, name: str, generation: int, operator: str, parents: tuple[int, ...], params: dict,
-                   recipe: str, weights: Optional[str], state: MemberState = MemberState.ALIVE) -> int:
-        """Add a member; returns its id. A name already used raises StoreConflict."""
+                   recipe: str, weights: Optional[str], state: MemberState = MemberState.ALIVE,
+                   id: Optional[int] = None) -> int:
+        """Add a member; returns its id. A name or an id already used raises StoreConflict."""
 
     @abc.abstractmethod
     def retire(self, member_id: int, *, state: MemberState = MemberState.RETIRED) -> None:
@@ -137,7 +139,8 @@ class Store(abc.ABC):
     # ------------------------------------------------------------ crossovers and their CMA-ES candidates
 
     @abc.abstractmethod
-    def add_crossover(self, *, generation: int, slot: int, parents: tuple[int, ...]) -> int: ...
+    def add_crossover(self, *, generation: int, slot: int, parents: tuple[int, ...], id: Optional[int] = None) -> int:
+        ...
 
     @abc.abstractmethod
     def crossover(self, generation: int, slot: int) -> Optional[CrossoverRecord]: ...
@@ -154,8 +157,9 @@ class Store(abc.ABC):
     def set_crossover_child(self, crossover_id: int, child_id: int) -> None: ...
 
     @abc.abstractmethod
-    def add_candidates(self, crossover_id: int, iteration: int, proposals: list[tuple[list[float], dict]]) -> None:
-        """One CMA-ES iteration's proposals (x, params), indexed 0.. in the order given."""
+    def add_candidates(self, crossover_id: int, iteration: int, proposals: list[tuple[list[float], dict]],
+                       ids: Optional[list[int]] = None) -> None:
+        """One CMA-ES iteration's proposals (x, params), indexed 0.. in the order given (with these ids)."""
 
     @abc.abstractmethod
     def set_candidate_score(self, candidate_id: int, score: float) -> None: ...
@@ -172,7 +176,8 @@ class Store(abc.ABC):
     # ------------------------------------------------------------ mutations and their steps
 
     @abc.abstractmethod
-    def add_mutation(self, *, generation: int, slot: int, parent_id: int, operator: dict) -> int: ...
+    def add_mutation(self, *, generation: int, slot: int, parent_id: int, operator: dict,
+                     id: Optional[int] = None) -> int: ...
 
     @abc.abstractmethod
     def mutation(self, generation: int, slot: int) -> Optional[MutationRecord]: ...

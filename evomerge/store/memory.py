@@ -36,6 +36,15 @@ class _Tables:
         self.events: list[tuple[float, str, dict]] = []
 
 
+def _new_id(table: dict, wanted: Optional[int]) -> int:
+    """The id asked for (which must be free), or the next one after the largest."""
+    if wanted is None:
+        return max(table, default=0) + 1
+    if wanted in table:
+        raise StoreConflict(f"id {wanted} is taken")
+    return wanted
+
+
 def _copy(value: Any) -> Any:
     """Records as a database would hand them out: the caller's to change."""
     return copy.deepcopy(value)
@@ -84,11 +93,12 @@ class MemoryStore(Store):
     # ------------------------------------------------------------ members
 
     def add_member(self, *, name: str, generation: int, operator: str, parents: tuple[int, ...], params: dict,
-                   recipe: str, weights: Optional[str], state: MemberState = MemberState.ALIVE) -> int:
+                   recipe: str, weights: Optional[str], state: MemberState = MemberState.ALIVE,
+                   id: Optional[int] = None) -> int:
         self._guard.check()
         if any(m.name == name for m in self._t.members.values()):
             raise StoreConflict(f"member name {name!r} is taken")
-        mid = len(self._t.members) + 1
+        mid = _new_id(self._t.members, id)
         self._t.members[mid] = MemberRecord(id=mid, name=name, generation=generation, operator=operator,
                                             parents=tuple(parents), params=_frozen(params), recipe=recipe,
                                             state=state, weights=weights, created=time.time())
@@ -139,11 +149,11 @@ class MemoryStore(Store):
 
     # ------------------------------------------------------------ crossovers and their CMA-ES candidates
 
-    def add_crossover(self, *, generation: int, slot: int, parents: tuple[int, ...]) -> int:
+    def add_crossover(self, *, generation: int, slot: int, parents: tuple[int, ...], id: Optional[int] = None) -> int:
         self._guard.check()
         if self.crossover(generation, slot) is not None:
             raise StoreConflict(f"generation {generation} slot {slot} has a crossover already")
-        cid = len(self._t.crossovers) + 1
+        cid = _new_id(self._t.crossovers, id)
         self._t.crossovers[cid] = CrossoverRecord(id=cid, generation=generation, slot=slot, parents=tuple(parents),
                                                   iteration=0, child_id=None)
         return cid
@@ -168,14 +178,15 @@ class MemoryStore(Store):
             raise StoreConflict(f"crossover {crossover_id} has a child already")
         self._t.crossovers[crossover_id] = replace(x, child_id=child_id)
 
-    def add_candidates(self, crossover_id: int, iteration: int, proposals: list[tuple[list[float], dict]]) -> None:
+    def add_candidates(self, crossover_id: int, iteration: int, proposals: list[tuple[list[float], dict]],
+                       ids: Optional[list[int]] = None) -> None:
         self._guard.check()
         if crossover_id not in self._t.crossovers:
             raise StoreConflict(f"no crossover {crossover_id}")
         if self.candidates(crossover_id, iteration=iteration):
             raise StoreConflict(f"crossover {crossover_id} iteration {iteration} has its candidates already")
         for i, (x, params) in enumerate(proposals):
-            cid = len(self._t.candidates) + 1
+            cid = _new_id(self._t.candidates, None if ids is None else ids[i])
             self._t.candidates[cid] = CandidateRecord(id=cid, crossover_id=crossover_id, iteration=iteration, idx=i,
                                                       x=tuple(float(v) for v in x), params=_frozen(params), score=None)
 
@@ -202,11 +213,12 @@ class MemoryStore(Store):
 
     # ------------------------------------------------------------ mutations and their steps
 
-    def add_mutation(self, *, generation: int, slot: int, parent_id: int, operator: dict) -> int:
+    def add_mutation(self, *, generation: int, slot: int, parent_id: int, operator: dict,
+                     id: Optional[int] = None) -> int:
         self._guard.check()
         if self.mutation(generation, slot) is not None:
             raise StoreConflict(f"generation {generation} slot {slot} has a mutation already")
-        mid = len(self._t.mutations) + 1
+        mid = _new_id(self._t.mutations, id)
         self._t.mutations[mid] = MutationRecord(id=mid, generation=generation, slot=slot, parent_id=parent_id,
                                                 operator=_frozen(operator), child_id=None)
         return mid

@@ -202,12 +202,13 @@ class SqliteStore(Store):
     # ------------------------------------------------------------ members
 
     def add_member(self, *, name: str, generation: int, operator: str, parents: tuple[int, ...], params: dict,
-                   recipe: str, weights: Optional[str], state: MemberState = MemberState.ALIVE) -> int:
+                   recipe: str, weights: Optional[str], state: MemberState = MemberState.ALIVE,
+                   id: Optional[int] = None) -> int:
         cur = self._write(
-            "INSERT INTO members (name, generation, operator, parents, params, recipe, state, weights, created) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (name, generation, operator, json.dumps(list(parents)), json.dumps(params), recipe, state.value, weights,
-             time.time()))
+            "INSERT INTO members (id, name, generation, operator, parents, params, recipe, state, weights, created) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (id, name, generation, operator, json.dumps(list(parents)), json.dumps(params), recipe, state.value,
+             weights, time.time()))
         return int(cur.lastrowid)
 
     def retire(self, member_id: int, *, state: MemberState = MemberState.RETIRED) -> None:
@@ -262,9 +263,9 @@ class SqliteStore(Store):
 
     # ------------------------------------------------------------ crossovers and their CMA-ES candidates
 
-    def add_crossover(self, *, generation: int, slot: int, parents: tuple[int, ...]) -> int:
-        cur = self._write("INSERT INTO crossovers (generation, slot, parents, iteration) VALUES (?, ?, ?, 0)",
-                          (generation, slot, json.dumps(list(parents))))
+    def add_crossover(self, *, generation: int, slot: int, parents: tuple[int, ...], id: Optional[int] = None) -> int:
+        cur = self._write("INSERT INTO crossovers (id, generation, slot, parents, iteration) VALUES (?, ?, ?, ?, 0)",
+                          (id, generation, slot, json.dumps(list(parents))))
         return int(cur.lastrowid)
 
     def crossover(self, generation: int, slot: int) -> Optional[CrossoverRecord]:
@@ -283,10 +284,13 @@ class SqliteStore(Store):
     def set_crossover_child(self, crossover_id: int, child_id: int) -> None:
         self._set_once("crossovers", "child_id", crossover_id, child_id)
 
-    def add_candidates(self, crossover_id: int, iteration: int, proposals: list[tuple[list[float], dict]]) -> None:
+    def add_candidates(self, crossover_id: int, iteration: int, proposals: list[tuple[list[float], dict]],
+                       ids: Optional[list[int]] = None) -> None:
+        ids = ids if ids is not None else [None] * len(proposals)
         self._write_many(
-            "INSERT INTO candidates (crossover_id, iteration, idx, x, params) VALUES (?, ?, ?, ?, ?)",
-            [(crossover_id, iteration, i, json.dumps(list(x)), json.dumps(p)) for i, (x, p) in enumerate(proposals)])
+            "INSERT INTO candidates (id, crossover_id, iteration, idx, x, params) VALUES (?, ?, ?, ?, ?, ?)",
+            [(cid, crossover_id, iteration, i, json.dumps(list(x)), json.dumps(p))
+             for i, (cid, (x, p)) in enumerate(zip(ids, proposals))])
 
     def set_candidate_score(self, candidate_id: int, score: float) -> None:
         self._set_once("candidates", "score", candidate_id, score, unless="failure")
@@ -311,9 +315,10 @@ class SqliteStore(Store):
 
     # ------------------------------------------------------------ mutations and their steps
 
-    def add_mutation(self, *, generation: int, slot: int, parent_id: int, operator: dict) -> int:
-        cur = self._write("INSERT INTO mutations (generation, slot, parent_id, operator) VALUES (?, ?, ?, ?)",
-                          (generation, slot, parent_id, json.dumps(operator)))
+    def add_mutation(self, *, generation: int, slot: int, parent_id: int, operator: dict,
+                     id: Optional[int] = None) -> int:
+        cur = self._write("INSERT INTO mutations (id, generation, slot, parent_id, operator) VALUES (?, ?, ?, ?, ?)",
+                          (id, generation, slot, parent_id, json.dumps(operator)))
         return int(cur.lastrowid)
 
     def mutation(self, generation: int, slot: int) -> Optional[MutationRecord]:
