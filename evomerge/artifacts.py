@@ -8,6 +8,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import threading
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -35,6 +36,7 @@ class Artifacts:
         self.adapters_dir = self.dir / "adapters"
         self.rebuilt: list[Path] = []            # directories rebuilt for members outside the population
         self._lock: Optional[int] = None
+        self._rebuilding = threading.RLock()     # children bred at once may need the same rebuild
 
     # ------------------------------------------------------------ paths
 
@@ -52,6 +54,10 @@ class Artifacts:
     def materialise(self, record: MemberRecord) -> str:
         """The member's model directory: where its weights are, or rebuilt from its recipe (a retired member, or
         one whose directory was deleted)."""
+        with self._rebuilding:
+            return self._materialise(record)
+
+    def _materialise(self, record: MemberRecord) -> str:
         record = self.store.member(record.id)
         path = self.where(record)
         if path is not None and path.exists():

@@ -258,6 +258,7 @@ def _status(args) -> int:
             print(f"progress   {done_children}/{cmax} children; about {eta / 60:.0f} min left at this pace")
         else:
             print(f"progress   0/{cmax} children; no estimate before the first child")
+    _workers(args.run_dir)
     print("last scores:")
     for t, _, data in store.events(kind="scored", last=5):
         print(f"  {time.strftime('%H:%M:%S', time.localtime(t))} {_subject(store, data['subject']):<24} "
@@ -266,6 +267,22 @@ def _status(args) -> int:
     for t, kind, data in events:
         print(f"  {time.strftime('%H:%M:%S', time.localtime(t))} {kind:<17} {json.dumps(data)[:100]}")
     return 0
+
+
+def _workers(run_dir: Path) -> None:
+    """What each Ray worker is doing, and candidates per minute, while a Ray run goes on."""
+    path = run_dir / "workers.json"
+    if not path.is_file():
+        return
+    try:
+        state = json.loads(path.read_text())
+    except ValueError:
+        return  # being replaced: the next status shows it
+    print(f"workers    {len(state['workers'])} Ray workers; {state['candidates_last_10_min'] / 10:.1f} candidates "
+          "per minute over the last 10 minutes")
+    for index, w in state["workers"].items():
+        since = f" for {time.time() - w['since']:.0f} s" if "since" in w else ""
+        print(f"  worker {index} {w.get('host', '?')} pid {w.get('pid', '?')}: {w['task']}{since}")
 
 
 def _score(value) -> str:

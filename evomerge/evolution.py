@@ -11,6 +11,7 @@ exactly where an uninterrupted run with the same seed ends. Computing goes throu
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
@@ -46,7 +47,7 @@ class Run:
                          pipeline_file=loaded.pipeline_file,
                          tokenizer_source=loaded.model_source(loaded.population.members[0]))
         self.executor = EXECUTORS.get(self.cfg.executor.kind)(self.cfg.executor, spec, scorer=scorer,
-                                                               progress=self.reporter)
+                                                               progress=self.reporter, run_dir=self.dir)
         self._bench: Optional[Workbench] = getattr(self.executor, "bench", None)
         self.artifacts = Artifacts(self.dir, store, loaded, self._workbench, log=self.reporter.log)
         self.ctx = RunContext(dir=self.dir, loaded=loaded, store=store, board=ScoreBoard(store, self.cfg.fitness),
@@ -115,6 +116,7 @@ class Run:
         if self.store.events(kind="run_finished"):
             self.reporter.log(f"{self.dir}: the run has finished already")
             return
+        self.executor.start()
         overall = self.reporter.phase("run", total=len(self.loaded.population.members) + self.cfg.generations)
         for index, member in enumerate(self.loaded.population.members):
             self.seeding.seed(index, member)
@@ -133,10 +135,10 @@ class Run:
             raise EvomergeError(f"generation {gen} cannot be bred: too few members of the population are healthy "
                                 f"({len(pool)}; the others failed, see `evomerge status {self.dir}`). Fix: replace "
                                 "the failed seeds in the population file and start a new run")
-        children = [self.breeding.child(gen, slot, pool) for slot in range(self.cfg.children_per_generation)]
-        for child in children:
-            for which in SPLITS:  # a crossover child's select scores exist already: its best candidate's
-                self.scoring.ensure(self.store.member(child), which)
+        children = self._each(lambda slot: self.breeding.child(gen, slot, pool),
+                              range(self.cfg.children_per_generation))
+        self._each(lambda child: [self.scoring.ensure(self.store.member(child), which) for which in SPLITS],
+                   children)  # a crossover child's select scores exist already: its best candidate's
         candidates = pool + self._healthy(children)
         scores = self.ctx.board.members(candidates)
         kept = self.survivors.select(candidates, scores, size=self.cfg.population_size)
@@ -154,6 +156,17 @@ class Run:
 
     def population(self, generation: int) -> list[int]:
         return self.seeding.population(generation)
+
+    def _each(self, work, items) -> list:
+        """`work` for each item, in order; at once (one driver thread each) when the executor has the workers."""
+        items = list(items)
+        if self.executor.capacity <= 1 or len(items) <= 1:
+            return [work(item) for item in items]
+        pool = ThreadPoolExecutor(max_workers=len(items), thread_name_prefix="evomerge-child")
+        try:
+            return [f.result() for f in [pool.submit(work, item) for item in items]]
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _healthy(self, ids: list[int]) -> list[int]:
         """The members of `ids` that did not fail: only they breed and compete."""

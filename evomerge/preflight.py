@@ -17,7 +17,7 @@ from typing import Optional
 
 from evomerge.config import Loaded
 from evomerge.errors import ConfigError
-from evomerge.registry import MUTATION_OPERATORS
+from evomerge.registry import EXECUTORS, MUTATION_OPERATORS
 
 # What must agree between seeds for their tensors to be merged
 SHAPE_FIELDS = ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
@@ -33,6 +33,7 @@ class Preflight:
 
     def run(self) -> None:
         loaded = self.loaded
+        EXECUTORS.get(loaded.pipeline.executor.kind).check(loaded.pipeline.executor, self)
         self._device()
         self._seeds()
         self.file = loaded.population_file

@@ -1,6 +1,7 @@
 """Live progress on the terminal (rich): one bar for the run, one for the step under way, each with an ETA."""
 from __future__ import annotations
 
+import threading
 from typing import Optional
 
 from rich.console import Console
@@ -24,7 +25,7 @@ class Reporter:
         self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                   TextColumn("elapsed"), TimeElapsedColumn(), TextColumn("eta"),
                                   TimeRemainingColumn(), console=self.console, transient=False)
-        self._step: Optional[TaskID] = None
+        self._steps: dict[int, TaskID] = {}  # per thread: children bred at once each have a bar
 
     def __enter__(self) -> "Reporter":
         self._progress.start()
@@ -37,11 +38,13 @@ class Reporter:
         return self._progress.add_task(description, total=total, completed=completed)
 
     def step(self, description: str, total: int, completed: int = 0) -> TaskID:
-        """The step under way (a crossover, a fine-tune): replaces the previous step's bar."""
-        if self._step is not None:
-            self._progress.remove_task(self._step)
-        self._step = self._progress.add_task(description, total=total, completed=completed)
-        return self._step
+        """The step under way (a crossover, a fine-tune): replaces this thread's previous step bar."""
+        previous = self._steps.get(threading.get_ident())
+        if previous is not None:
+            self._progress.remove_task(previous)
+        task = self._steps[threading.get_ident()] = self._progress.add_task(description, total=total,
+                                                                            completed=completed)
+        return task
 
     def advance(self, task: TaskID, n: int = 1, *, description: Optional[str] = None) -> None:
         if description is None:

@@ -71,6 +71,7 @@ SURVIVOR_SELECTORS: Registry = Registry("survivor selector", {
 })
 EXECUTORS: Registry = Registry("executor", {
     "serial": "evomerge.executor.serial:SerialExecutor",
+    "ray": "evomerge.executor.ray:RayExecutor",
 })
 STORES: Registry = Registry("store backend", {
     "sqlite": "evomerge.store.sqlite:SqliteStore",

@@ -28,6 +28,21 @@ class BenchSpec:
     pipeline_file: str
     tokenizer_source: str   # the first seed's model (a built-in name or a directory): every member's tokenizer
 
+    def to_json(self) -> dict:
+        """Plain data, which another process reads after it has imported the pipeline's plugins."""
+        return {"pipeline": self.pipeline.model_dump(mode="json"), "include_paths": list(self.include_paths),
+                "pipeline_file": self.pipeline_file, "tokenizer_source": self.tokenizer_source}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "BenchSpec":
+        from evomerge.config import import_plugins
+
+        import_plugins(data["pipeline"].get("plugins"), root=Path(data["pipeline_file"]).parent,
+                       file=data["pipeline_file"])
+        return cls(pipeline=PipelineConfig.model_validate(data["pipeline"]),
+                   include_paths=tuple(data["include_paths"]), pipeline_file=data["pipeline_file"],
+                   tokenizer_source=data["tokenizer_source"])
+
 
 class Workbench:
     def __init__(self, spec: BenchSpec, *, scorer: Any = None, progress: Optional[Reporter] = None) -> None:
@@ -106,8 +121,10 @@ class Workbench:
                                              device=self.cfg.device))
         return self._scored(model, "select", what="the merge")
 
-    def end_crossover(self) -> None:
-        self._merger = None
+    def end_crossover(self, key: Optional[tuple[int, int]] = None) -> None:
+        """Let the resident parents of crossover `key` (generation, slot) go; of any crossover without a key."""
+        if self._merger is not None and (key is None or self._merger[0] == key):
+            self._merger = None
 
     def _resident_model(self, job: CrossoverJob):
         if self._resident is None:

@@ -239,3 +239,28 @@ def test_a_first_release_database_is_migrated_without_unpickling(tmp_path: Path,
     assert inside and all(w == f"members/{w.split('/')[-1]}" for w in inside)  # relative to the run directory
     assert not any("fitness" in d for _, _, d in store.events())
     open_store(tmp_path / "run")  # a migrated store opens as version 2
+
+
+def test_threads_share_a_store_one_transaction_at_a_time(store):
+    """The driver's threads (children bred at once) share one store: a reader waits for a transaction under way
+    and then sees all of it, never a part."""
+    import threading
+    import time
+
+    begun = threading.Event()
+
+    def write() -> None:
+        with store.transaction():
+            _member(store, "x")
+            begun.set()
+            time.sleep(0.3)
+            _member(store, "y")
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    begun.wait()
+    t0 = time.monotonic()
+    names = [m.name for m in store.members()]
+    waited = time.monotonic() - t0
+    writer.join()
+    assert names == ["x", "y"] and waited > 0.2

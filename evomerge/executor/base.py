@@ -83,10 +83,18 @@ class Executor(abc.ABC):
 
     name = ""
     Settings: type[KindSettings] = KindSettings
+    capacity = 1  # tasks it runs at once: above 1 the loop breeds a generation's children at once
 
     def __init__(self, settings: KindSettings, spec: "BenchSpec", **local: Any) -> None:
         self.settings = settings
         self.spec = spec
+
+    def start(self) -> None:
+        """Called by the loop, in the main thread, before any work: start workers (Ray wants its main thread)."""
+
+    @classmethod
+    def check(cls, settings: KindSettings, preflight: Any) -> None:
+        """Before any compute: raise EvomergeError or ConfigError if this executor cannot run here."""
 
     @abc.abstractmethod
     def evaluate(self, job: CrossoverJob, candidates: list[Candidate]) -> Iterator[tuple[Candidate, "Scored"]]:

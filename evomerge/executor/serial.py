@@ -8,7 +8,7 @@ from evomerge.workbench import BenchSpec, Workbench
 
 
 class SerialExecutor(Executor):
-    def __init__(self, settings, spec: BenchSpec, *, scorer: Any = None, progress: Any = None) -> None:
+    def __init__(self, settings, spec: BenchSpec, *, scorer: Any = None, progress: Any = None, **_: Any) -> None:
         super().__init__(settings, spec)
         self.bench = Workbench(spec, scorer=scorer, progress=progress)
 
@@ -17,7 +17,7 @@ class SerialExecutor(Executor):
             yield candidate, self.bench.evaluate(job, candidate)
 
     def end_crossover(self, job: CrossoverJob) -> None:
-        self.bench.end_crossover()
+        self.bench.end_crossover((job.generation, job.slot))
 
     def score(self, model_dir: str, which: str):
         return self.bench.score(model_dir, which)

@@ -5,6 +5,7 @@ tests/test_store.py runs one suite of contract tests against every registered ba
 from __future__ import annotations
 
 import abc
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -217,26 +218,46 @@ class Store(abc.ABC):
 
 
 class TransactionGuard:
-    """The bookkeeping every backend shares: whether a transaction is open, and refusing writes outside one."""
+    """The bookkeeping every backend shares: whether a transaction is open, refusing writes outside one, and the
+    lock that lets the driver's threads share a store (a transaction holds it from begin to commit)."""
 
     def __init__(self) -> None:
         self.open = False
+        self.lock = threading.RLock()
 
     @contextmanager
     def around(self, begin, commit, rollback) -> Iterator[None]:
-        if self.open:
-            raise NotInTransaction("transactions do not nest")
-        begin()
-        self.open = True
-        try:
-            yield
-        except BaseException:
+        with self.lock:
+            if self.open:
+                raise NotInTransaction("transactions do not nest")
+            begin()
+            self.open = True
+            try:
+                yield
+            except BaseException:
+                self.open = False
+                rollback()
+                raise
             self.open = False
-            rollback()
-            raise
-        self.open = False
-        commit()
+            commit()
 
     def check(self) -> None:
         if not self.open:
             raise NotInTransaction("a write outside `with store.transaction():`")
+
+
+def serialised(cls: type) -> type:
+    """Make every public method of a backend take its guard's lock: one thread at a time reads or writes, and no
+    thread sees another's uncommitted transaction."""
+    for name, fn in list(vars(cls).items()):
+        if name.startswith("_") or name == "transaction" or not callable(fn) or isinstance(fn, (classmethod,
+                                                                                               staticmethod)):
+            continue
+
+        def locked(self, *args, __fn=fn, **kwargs):
+            with self._guard.lock:
+                return __fn(self, *args, **kwargs)
+
+        locked.__name__, locked.__doc__ = fn.__name__, fn.__doc__
+        setattr(cls, name, locked)
+    return cls

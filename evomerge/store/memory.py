@@ -19,7 +19,7 @@ from evomerge.records import (
     MutationStep,
     ScoreRow,
 )
-from evomerge.store.base import Store, StoreConflict, TransactionGuard
+from evomerge.store.base import Store, StoreConflict, TransactionGuard, serialised
 
 
 class _Tables:
@@ -55,6 +55,7 @@ def _frozen(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
+@serialised
 class MemoryStore(Store):
     kind = "memory"
 

@@ -26,7 +26,7 @@ from evomerge.records import (
     MutationStep,
     ScoreRow,
 )
-from evomerge.store.base import Store, StoreConflict, TransactionGuard
+from evomerge.store.base import Store, StoreConflict, TransactionGuard, serialised
 
 SCHEMA_VERSION = 2
 
@@ -100,6 +100,7 @@ CREATE TABLE IF NOT EXISTS es_iterations (
 """
 
 
+@serialised
 class SqliteStore(Store):
     """A run's SQLite database. `SqliteStore.create` for a new run, `SqliteStore.open` for an existing one."""
 
@@ -153,7 +154,7 @@ class SqliteStore(Store):
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
-        conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+        conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)  # the guard's lock
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")  # a committed step survives power loss, not only kill -9
         conn.execute("PRAGMA foreign_keys=ON")

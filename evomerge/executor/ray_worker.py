@@ -1,0 +1,154 @@
+"""What one Ray worker does (evomerge/executor/ray.py makes it an actor): the same Workbench the serial executor
+uses, in its own process, with its own resident evaluation model and the resident parents of the crossover it
+serves. It never touches the store: it returns results, and streams a mutation's steps back through a queue.
+
+Files travel one of two ways. Where the worker sees the driver's run directory (one machine, or a shared
+filesystem), jobs use the members' paths as they are. Elsewhere the driver ships directories through the object
+store: the worker unpacks each under a private root, mirroring its absolute path, reads jobs with their paths moved
+under that root, and sends a mutant's new directories back the same way. This module imports nothing of Ray at
+import time.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from pydantic import BaseModel
+
+from evomerge.executor.base import CrossoverJob, Mutated, MutationJob
+
+
+class WorkerError(RuntimeError):
+    """A worker's task failed in a way the user must hear about: it names the worker and the task."""
+
+
+class Worker:
+    def __init__(self, spec: dict, index: int, marker: tuple[str, str], setup: Optional[dict] = None) -> None:
+        from evomerge.workbench import BenchSpec, Workbench
+
+        self.index = index
+        self.where = f"worker {index} ({socket.gethostname()}, pid {os.getpid()})"
+        lock, content = marker
+        self.shared = Path(lock).is_file() and Path(lock).read_text(errors="replace").strip() == content
+        self.root: Optional[Path] = None if self.shared else Path(tempfile.mkdtemp(prefix=f"evomerge-w{index}-"))
+        self._have: set[str] = set()
+        for path, files in (setup or {}).items():  # the pipeline's folder, include paths: small, shipped once
+            self._unpack(path, files)
+        self.bench = Workbench(BenchSpec.from_json(self._move(spec)))
+        self.task = "idle"
+
+    def describe(self) -> dict:
+        return {"where": self.where, "host": socket.gethostname(), "pid": os.getpid(), "shared": self.shared}
+
+    # ------------------------------------------------------------ tasks
+
+    def evaluate(self, job: CrossoverJob, candidate, ship: Optional[dict] = None):
+        return self._run(f"scoring candidate {candidate.key} of generation {job.generation} child {job.slot}", ship,
+                         lambda: self.bench.evaluate(self._move(job), candidate))
+
+    def end_crossover(self, key: tuple[int, int]) -> None:
+        self.bench.end_crossover(key)
+
+    def score(self, model_dir: str, which: str, ship: Optional[dict] = None):
+        return self._run(f"scoring {Path(model_dir).name} on the {which} split", ship,
+                         lambda: self.bench.score(self._move(model_dir), which))
+
+    def mutate(self, job: MutationJob, queue: Any, ship: Optional[dict] = None) -> tuple[Mutated, Optional[dict]]:
+        """The mutant's recipe, and in object-store mode its new directories (packed) for the driver to write."""
+        here = self._move(job)
+
+        def checkpoint(step: int, data: dict, **event: Any) -> None:
+            queue.put((step, data, event))
+
+        mutated = self._run(f"mutating {job.parent_name} into {job.name} ({job.kind})", ship,
+                            lambda: self.bench.mutate(here, checkpoint))
+        if self.shared:
+            return mutated, None
+        back = {str(p): pack(q) for p, q in ((job.out_dir, here.out_dir), (job.files_dir, here.files_dir))
+                if q.is_dir()}
+        return mutated, back
+
+    def _run(self, task: str, ship: Optional[dict], work: Callable[[], Any]) -> Any:
+        self.task = task
+        try:
+            for path, ref in (ship or {}).items():
+                if path not in self._have:
+                    import ray
+
+                    self._unpack(path, ray.get(ref))
+            return work()
+        except MemoryError as e:
+            raise WorkerError(f"{self.where} ran out of memory while {task}: {e}") from None
+        except RuntimeError as e:
+            if "out of memory" in str(e).lower() or "can't allocate memory" in str(e).lower():
+                raise WorkerError(f"{self.where} ran out of memory while {task}: "
+                                  f"{str(e).splitlines()[0]}") from None
+            raise
+        finally:
+            self.task = "idle"
+
+    # ------------------------------------------------------------ files in object-store mode
+
+    def _unpack(self, path: str, files: dict[str, bytes]) -> None:
+        unpack(files, Path(str(self.root) + path))
+        self._have.add(path)
+
+    def _move(self, obj: Any) -> Any:
+        """`obj` with its absolute paths moved under this worker's root (nothing moves in shared mode)."""
+        return obj if self.shared else relocate(obj, lambda p: str(self.root) + p)
+
+
+def pack(directory: Path) -> dict[str, bytes]:
+    """A directory's files, by path relative to it."""
+    return {str(f.relative_to(directory)): f.read_bytes() for f in sorted(Path(directory).rglob("*")) if f.is_file()}
+
+
+def unpack(files: dict[str, bytes], directory: Path) -> None:
+    tmp = directory.with_name(".tmp-" + directory.name)
+    shutil.rmtree(tmp, ignore_errors=True)
+    for name, data in files.items():
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / name).write_bytes(data)
+    tmp.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp.rename(directory)
+
+
+def relocate(obj: Any, move: Callable[[str], str]) -> Any:
+    """A copy of `obj` (dataclasses, pydantic models, containers) with `move` applied to every absolute path."""
+    if isinstance(obj, Path):
+        return Path(move(str(obj))) if obj.is_absolute() else obj
+    if isinstance(obj, str):
+        return move(obj) if obj.startswith("/") else obj
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.replace(obj, **{f.name: relocate(getattr(obj, f.name), move)
+                                           for f in dataclasses.fields(obj) if f.init})
+    if isinstance(obj, BaseModel):  # a mergekit configuration goes through its own YAML, as mergekit-yaml reads it
+        import yaml
+
+        data = yaml.safe_load(obj.to_yaml()) if hasattr(obj, "to_yaml") else obj.model_dump(mode="json")
+        return type(obj).model_validate(relocate(data, move))
+    if isinstance(obj, dict):
+        return {k: relocate(v, move) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(relocate(v, move) for v in obj)
+    return obj
+
+
+def paths_in(obj: Any) -> set[str]:
+    """Every absolute path in `obj` that is a directory here (what a worker without shared files needs)."""
+    found: set[str] = set()
+
+    def visit(p: str) -> str:
+        if Path(p).is_dir():
+            found.add(p)
+        return p
+
+    relocate(obj, visit)
+    return found

@@ -1,0 +1,139 @@
+"""Distributed evolution on a local Ray (`ray.init(num_cpus=2)`): one worker or two end with the serial run's
+lineage, parameters and scores (the golden file); a worker killed in the middle of a candidate has its task run
+again and nothing is scored twice; a killed driver is resumed; workers that do not see the run directory get
+member directories through the object store."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from conftest import events_count, evomerge, run_and_kill
+
+ray = pytest.importorskip("ray", reason="the Ray extra: pip install -e \".[ray]\"")
+sys.path.insert(0, str(Path(__file__).resolve().parent / "golden"))
+from record import write_pipelines  # noqa: E402
+from snapshot import run_snapshot  # noqa: E402
+
+GOLDEN = json.loads((Path(__file__).resolve().parent / "golden" / "lineage.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _pipeline(root: Path, models: Path, executor: str, name: str = "linear") -> Path:
+    path = write_pipelines(root, models)[name]
+    out = root / f"{name}-{abs(hash(executor))}.yaml"
+    out.write_text(path.read_text() + f"executor: {executor}\n")
+    return out
+
+
+def _snapshot(source, models: Path) -> dict:
+    return json.loads(json.dumps(run_snapshot(source)).replace(str(models), "<models>"))
+
+
+def _scored_twice(run_dir: Path) -> int:
+    from evomerge.store import open_store
+
+    scored = Counter((d["subject"], d["split"]) for _, _, d in open_store(run_dir).events(kind="scored"))
+    return sum(n - 1 for n in scored.values())
+
+
+@pytest.mark.parametrize("executor", ["{kind: ray, workers: 1}", "{kind: ray, workers: 2}",
+                                      "{kind: ray, workers: 2, files: object_store}"])
+def test_one_or_two_workers_give_the_serial_run(local_ray, tiny_models: Path, tmp_path: Path, executor: str):
+    """The golden 'linear' run: crossover, a LoRA mutant, a noise-ES mutant, intermediates. Two children are bred at
+    once and each CMA-ES iteration's candidates are scored at once; the object-store variant ships every member
+    directory to workers that act as if they could not see the run directory."""
+    from evomerge.evolution import Run
+
+    run = Run.start(_pipeline(tmp_path, tiny_models / "models", executor), run_dir=tmp_path / "run")
+    run.run()
+    assert _snapshot(run.store, tiny_models / "models") == GOLDEN["linear"]
+    assert _scored_twice(tmp_path / "run") == 0
+    assert not (tmp_path / "run" / "workers.json").exists()  # only while the run goes on
+
+
+def test_a_worker_killed_in_the_middle_of_a_candidate_is_replaced(local_ray, tiny_models: Path, tmp_path: Path):
+    from evomerge.evolution import Run
+
+    run = Run.start(_pipeline(tmp_path, tiny_models / "models", "{kind: ray, workers: 2}"), run_dir=tmp_path / "run")
+    killed = []
+
+    def kill_a_worker_scoring_a_candidate() -> None:
+        status = tmp_path / "run" / "workers.json"
+        while not killed:
+            try:
+                workers = json.loads(status.read_text())["workers"]
+            except (OSError, ValueError):
+                time.sleep(0.01)
+                continue
+            busy = [w for w in workers.values() if w["task"].startswith("candidate")]
+            if busy:
+                os.kill(busy[0]["pid"], signal.SIGKILL)
+                killed.append(busy[0])
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=kill_a_worker_scoring_a_candidate, daemon=True)
+    watcher.start()
+    run.run()
+    assert killed, "no worker was caught scoring a candidate"
+    assert _snapshot(run.store, tiny_models / "models") == GOLDEN["linear"]
+    assert _scored_twice(tmp_path / "run") == 0
+
+
+def test_the_driver_killed_and_resumed(tiny_models: Path, tmp_path: Path):
+    """`evomerge run` on Ray (its own local Ray) is SIGKILLed in the middle; `evomerge resume` starts another Ray and
+    ends where the serial run ends."""
+    pipeline = _pipeline(tmp_path, tiny_models / "models", "{kind: ray, workers: 2}")
+    run_dir = tmp_path / "run"
+    try:
+        assert run_and_kill(["run", str(pipeline), "--run-dir", str(run_dir), "--quiet"], run_dir / "evomerge.db", 30)
+        assert 30 <= events_count(run_dir / "evomerge.db") < 68
+        result = evomerge("resume", str(run_dir), "--quiet")
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert _snapshot(run_dir, tiny_models / "models") == GOLDEN["linear"]
+        assert _scored_twice(run_dir) == 0
+    finally:
+        _kill_orphaned_ray_agents()
+
+
+def test_status_shows_the_workers_while_a_ray_run_goes_on(tiny_models: Path, tmp_path: Path):
+    pipeline = _pipeline(tmp_path, tiny_models / "models", "{kind: ray, workers: 2}")
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "evomerge.cli", "run", str(pipeline), "--run-dir", str(run_dir),
+                             "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        while proc.poll() is None and not (run_dir / "workers.json").exists():
+            time.sleep(0.05)
+        status = evomerge("status", str(run_dir)).stdout
+        assert "workers    2 Ray workers;" in status and "candidates per minute" in status
+        assert "  worker 0 " in status and "  worker 1 " in status
+        assert proc.wait(timeout=600) == 0, proc.stderr.read()
+    finally:
+        proc.kill()
+
+
+def _kill_orphaned_ray_agents() -> None:
+    """A SIGKILLed driver's local Ray leaves two agent processes behind, adopted by init (`ray stop` would remove
+    them); those of a Ray still in use have their raylet as parent and are left alone."""
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == 1 and ("ray::DashboardAgent" in cmdline or "ray::RuntimeEnvAgent" in cmdline):
+            os.kill(int(proc.name), signal.SIGKILL)
