@@ -7,6 +7,7 @@ The serial executor holds one workbench; a pool of workers holds one per worker 
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -45,13 +46,15 @@ class BenchSpec:
 
 
 class Workbench:
-    def __init__(self, spec: BenchSpec, *, scorer: Any = None, progress: Optional[Reporter] = None) -> None:
+    def __init__(self, spec: BenchSpec, *, scorer: Any = None, progress: Optional[Reporter] = None,
+                 resident_merges: int = 1) -> None:
         self.spec = spec
         self.cfg = spec.pipeline
         self.progress = progress or Reporter(quiet=True)
         self._scorer = scorer
         self._resident = None                      # the evaluation model candidates are written into
-        self._merger: Optional[tuple[tuple[int, int], Any]] = None  # (generation, slot) and its resident parents
+        self._mergers: OrderedDict[tuple[int, int], Any] = OrderedDict()  # (generation, slot) -> resident parents
+        self._keep = resident_merges  # crossovers whose parents stay in memory at once (the latest used)
 
     @property
     def scorer(self):
@@ -106,14 +109,7 @@ class Workbench:
         """Merge one candidate into the resident evaluation model and score it on the select split."""
         model = self._resident_model(job)
         if self.cfg.engine == "fast" and job.genome.method.fast:
-            if self._merger is None or self._merger[0] != (job.generation, job.slot):
-                from evomerge.crossover.fast import ResidentMerge
-
-                self._merger = None  # one crossover's parents in memory at a time
-                self._merger = ((job.generation, job.slot),
-                                ResidentMerge(job.genome, job.merge_config(candidate.params), seed=job.seed,
-                                              device=self.cfg.device))
-            self._merger[1].write(candidate.params, model)
+            self._merger(job, candidate).write(candidate.params, model)
         else:  # the reference engine, or a method without a fast kernel: mergekit merges every candidate
             from evomerge.crossover.merge import load_into, merge_in_memory
 
@@ -121,10 +117,25 @@ class Workbench:
                                              device=self.cfg.device))
         return self._scored(model, "select", what="the merge")
 
+    def _merger(self, job: CrossoverJob, candidate: Candidate):
+        """The crossover's resident parents, read and precomputed on its first candidate here."""
+        key = (job.generation, job.slot)
+        if key not in self._mergers:
+            from evomerge.crossover.fast import ResidentMerge
+
+            while len(self._mergers) >= self._keep:  # memory first: let the least recently used go
+                self._mergers.popitem(last=False)
+            self._mergers[key] = ResidentMerge(job.genome, job.merge_config(candidate.params), seed=job.seed,
+                                               device=self.cfg.device)
+        self._mergers.move_to_end(key)
+        return self._mergers[key]
+
     def end_crossover(self, key: Optional[tuple[int, int]] = None) -> None:
-        """Let the resident parents of crossover `key` (generation, slot) go; of any crossover without a key."""
-        if self._merger is not None and (key is None or self._merger[0] == key):
-            self._merger = None
+        """Let the resident parents of crossover `key` (generation, slot) go; of every crossover without a key."""
+        if key is None:
+            self._mergers.clear()
+        else:
+            self._mergers.pop(key, None)
 
     def _resident_model(self, job: CrossoverJob):
         if self._resident is None:
@@ -152,7 +163,12 @@ class Workbench:
         """Mutate the job's parent; the mutant is written to `job.out_dir` unless its weights are not finite."""
         from evomerge.models import save_model_dir
 
-        mutant = MUTATION_OPERATORS.get(job.kind).mutate(self, self.load(job.parent), job, checkpoint)
+        return self.keep(job, MUTATION_OPERATORS.get(job.kind).mutate(self, self.load(job.parent), job, checkpoint))
+
+    def keep(self, job: MutationJob, mutant) -> Mutated:
+        """Write a finished mutant to `job.out_dir`, unless its weights are not finite."""
+        from evomerge.models import save_model_dir
+
         bad = nonfinite(mutant.model)
         if bad is not None:
             return Mutated(recipe=mutant.recipe, failure=f"the {job.kind} mutant has non-finite weights ({bad})")

@@ -51,17 +51,21 @@ def _scored_twice(run_dir: Path) -> int:
     return sum(n - 1 for n in scored.values())
 
 
-@pytest.mark.parametrize("executor", ["{kind: ray, workers: 1}", "{kind: ray, workers: 2}",
-                                      "{kind: ray, workers: 2, files: object_store}"])
-def test_one_or_two_workers_give_the_serial_run(local_ray, tiny_models: Path, tmp_path: Path, executor: str):
-    """The golden 'linear' run: crossover, a LoRA mutant, a noise-ES mutant, intermediates. Two children are bred at
-    once and each CMA-ES iteration's candidates are scored at once; the object-store variant ships every member
-    directory to workers that act as if they could not see the run directory."""
+@pytest.mark.parametrize("name,executor", [("linear", "{kind: ray, workers: 1}"), ("linear", "{kind: ray, workers: 2}"),
+                                           ("linear", "{kind: ray, workers: 2, files: object_store}"),
+                                           ("dare_ties", "{kind: ray, workers: 2}")])
+def test_one_or_two_workers_give_the_serial_run(local_ray, tiny_models: Path, tmp_path: Path, name: str,
+                                                executor: str):
+    """Golden runs: 'linear' has crossover, a LoRA mutant, a noise-ES mutant (exact-match reward) and
+    intermediates; 'dare_ties' a full-rank noise-ES mutant rewarded by the select score. Two children are bred at
+    once, each CMA-ES iteration's candidates are scored at once, and with two workers an ES iteration's antithetic
+    pairs are shared between them. The object-store variant ships every member directory to workers that act as
+    if they could not see the run directory."""
     from evomerge.evolution import Run
 
-    run = Run.start(_pipeline(tmp_path, tiny_models / "models", executor), run_dir=tmp_path / "run")
+    run = Run.start(_pipeline(tmp_path, tiny_models / "models", executor, name), run_dir=tmp_path / "run")
     run.run()
-    assert _snapshot(run.store, tiny_models / "models") == GOLDEN["linear"]
+    assert _snapshot(run.store, tiny_models / "models") == GOLDEN[name]
     assert _scored_twice(tmp_path / "run") == 0
     assert not (tmp_path / "run" / "workers.json").exists()  # only while the run goes on
 

@@ -51,6 +51,8 @@ class RayExecutor(Executor):
         workers: int = Field(2, ge=1, description="worker actors, each with its own evaluation model")
         worker_resources: dict[str, float] = Field(default_factory=lambda: {"num_cpus": 1},
                                                    description="what each worker reserves: num_gpus, num_cpus, ...")
+        resident_merges: int = Field(2, ge=1, description="crossovers whose parents a worker keeps in memory at once "
+                                                           "(children bred at once share workers); 1 at 7B")
         files: Literal["auto", "shared", "object_store"] = Field(
             "auto", description="how member directories reach workers: shared paths where workers see the run "
                                 "directory (one machine, a shared filesystem), else through Ray's object store")
@@ -64,7 +66,7 @@ class RayExecutor(Executor):
         self._free = threading.Condition()
         self._actors: list[Any] = []            # index -> actor (None while being replaced)
         self._idle: list[int] = []
-        self._affinity: dict[int, tuple[int, int]] = {}  # worker -> the crossover whose parents it holds
+        self._holds: dict[int, list[tuple[int, int]]] = {}  # worker -> crossovers whose parents it holds (LRU)
         self._tasks: dict[int, dict] = {}       # worker -> what it is doing, for `evomerge status`
         self._where: dict[int, dict] = {}       # worker -> its host and process
         self._done: list[float] = []            # when each candidate finished
@@ -99,7 +101,8 @@ class RayExecutor(Executor):
                    "num_gpus": resources.pop("num_gpus", 0), "resources": resources or None, "max_restarts": 0}
         marker = self._marker()
         setup = None if self.settings.files == "shared" else self._setup_files()
-        actor = ray.remote(Worker).options(**options).remote(self.spec.to_json(), index, marker, setup)
+        actor = ray.remote(Worker).options(**options).remote(self.spec.to_json(), index, marker, setup,
+                                                             self.settings.resident_merges)
         self._where[index] = ray.get(actor.describe.remote())
         if self.settings.files == "shared" and not self._where[index]["shared"]:
             raise EvomergeError(f"worker {index} does not see the run directory {self.run_dir}. Fix: put runs on a "
@@ -127,9 +130,8 @@ class RayExecutor(Executor):
                 if self._closed:
                     raise EvomergeError("the Ray executor was closed")
                 self._free.wait(timeout=1.0)
-            pick = next((i for i in self._idle if self._affinity.get(i) == prefer), None) if prefer else None
-            pick = pick if pick is not None else next((i for i in self._idle if i not in self._affinity),
-                                                      self._idle[0])
+            holding = [i for i in self._idle if prefer in self._holds.get(i, [])]  # its parents are there
+            pick = holding[0] if holding else min(self._idle, key=lambda i: len(self._holds.get(i, [])))
             self._idle.remove(pick)
             self._tasks[pick] = {"task": what, "since": time.time()}
         self._publish()
@@ -154,13 +156,9 @@ class RayExecutor(Executor):
                 handle = send(self._actors[index], index)
                 return _get_streamed(ray, handle) if isinstance(handle, _Streamed) else ray.get(handle)
             except ray.exceptions.RayTaskError as e:
-                cause = e.as_instanceof_cause()
-                if isinstance(cause, WorkerError):
-                    raise EvomergeError(f"{cause}. Fix: give each worker more memory (worker_resources), use "
-                                        "fewer workers per GPU, or a smaller dtype") from None
-                raise cause from None
+                raise self._worker_error(e) from None
             except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as e:
-                self._affinity.pop(index, None)
+                self._holds.pop(index, None)
                 self._actors[index] = self._new_actor(index)
                 if attempt == RETRIES:
                     raise EvomergeError(f"worker {index} died {RETRIES + 1} times while {what} ({type(e).__name__}"
@@ -189,7 +187,11 @@ class RayExecutor(Executor):
 
         def one(cand: Candidate) -> tuple[Candidate, Any]:
             def send(actor, index):
-                self._affinity[index] = key
+                held = self._holds.setdefault(index, [])
+                if key in held:
+                    held.remove(key)
+                held.append(key)  # as the worker's own LRU: the oldest goes first
+                del held[:-self.settings.resident_merges]
                 return actor.evaluate.remote(job, cand, self._ship(job, index))
 
             scored = self._call(f"candidate {cand.key} of generation {job.generation} child {job.slot}", send,
@@ -205,9 +207,9 @@ class RayExecutor(Executor):
 
     def end_crossover(self, job: CrossoverJob) -> None:
         key = (job.generation, job.slot)
-        for index, held in list(self._affinity.items()):
-            if held == key:
-                self._affinity.pop(index, None)
+        for index, held in list(self._holds.items()):
+            if key in held:
+                held.remove(key)
                 self._actors[index].end_crossover.remote(key)
 
     def score(self, model_dir: str, which: str):
@@ -215,6 +217,15 @@ class RayExecutor(Executor):
                           lambda actor, index: actor.score.remote(model_dir, which, self._ship(model_dir, index)))
 
     def mutate(self, job: MutationJob, checkpoint: Callable[..., None]) -> Mutated:
+        from evomerge.registry import MUTATION_OPERATORS
+
+        operator = MUTATION_OPERATORS.get(job.kind)
+        share = min(self.capacity, operator.units(job)) if operator.Session is not None else 1
+        if share > 1:
+            return self._spread(job, operator, share, checkpoint)
+        return self._mutate_on_one(job, checkpoint)
+
+    def _mutate_on_one(self, job: MutationJob, checkpoint: Callable[..., None]) -> Mutated:
         from ray.util.queue import Queue
 
         committed: list[dict] = []
@@ -236,6 +247,74 @@ class RayExecutor(Executor):
         for path, files in (back or {}).items():
             unpack(files, Path(path))
         return mutated
+
+    def _spread(self, job: MutationJob, operator: Any, k: int, checkpoint: Callable[..., None]) -> Mutated:
+        """A mutation whose steps are shared by k workers (noise ES: each evaluates every k-th antithetic pair and
+        walks them all, so all k hold the same weights); the driver commits each step and sends it to all of them."""
+        ray = _ray()
+        self._start()
+        committed: list[dict] = []
+        for attempt in range(RETRIES + 1):
+            indices = self._acquire_many(k, f"the {job.kind} mutation {job.name}, shared by {k} workers")
+            actors = [self._actors[i] for i in indices]
+            current = dataclasses.replace(job, steps_done=[*job.steps_done, *committed])
+            try:
+                done = ray.get([a.spread_start.remote(current, self._ship(current, i)) for a, i in zip(actors, indices)])[0]
+                for step in range(done, operator.steps(job)):
+                    parts = ray.get([a.spread_results.remote(job.name, step, set(range(w, operator.units(job), k)))
+                                     for w, a in enumerate(actors)])
+                    data, event = operator.record(job, step, {u: r for part in parts for u, r in part.items()})
+                    checkpoint(step, data, **event)
+                    committed.append(data)
+                    ray.get([a.spread_apply.remote(job.name, data) for a in actors])
+                mutated, back = ray.get(actors[0].spread_finish.remote(job.name))
+                for a in actors[1:]:
+                    a.spread_drop.remote(job.name)
+                for path, files in (back or {}).items():
+                    unpack(files, Path(path))
+                return mutated
+            except ray.exceptions.RayTaskError as e:
+                raise self._worker_error(e) from None
+            except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as e:
+                self._replace_dead(indices)
+                if attempt == RETRIES:
+                    raise EvomergeError(f"a worker died {RETRIES + 1} times during the {job.kind} mutation "
+                                        f"{job.name} ({type(e).__name__}). Fix: see the Ray logs "
+                                        "(/tmp/ray/session_latest/logs) and give workers more memory") from None
+            finally:
+                for i in indices:
+                    self._release(i)
+        raise AssertionError("unreachable")
+
+    def _acquire_many(self, k: int, what: str) -> list[int]:
+        """k workers at once (all or none, so that two shared mutations never hold part of the pool each)."""
+        with self._free:
+            while len(self._idle) < k:
+                if self._closed:
+                    raise EvomergeError("the Ray executor was closed")
+                self._free.wait(timeout=1.0)
+            picked = sorted(self._idle, key=lambda i: len(self._holds.get(i, [])))[:k]
+            for i in picked:
+                self._idle.remove(i)
+                self._tasks[i] = {"task": what, "since": time.time()}
+        self._publish()
+        return picked
+
+    def _replace_dead(self, indices: list[int]) -> None:
+        ray = _ray()
+        for i in indices:
+            try:
+                ray.get(self._actors[i].describe.remote(), timeout=30)
+            except Exception:  # noqa: BLE001 - any failure to answer: the worker is gone
+                self._holds.pop(i, None)
+                self._actors[i] = self._new_actor(i)
+
+    def _worker_error(self, e: Any) -> Exception:
+        cause = e.as_instanceof_cause()
+        if isinstance(cause, WorkerError):
+            return EvomergeError(f"{cause}. Fix: give each worker more memory (worker_resources), use fewer "
+                                 "workers per GPU, or a smaller dtype")
+        return cause
 
     def close(self) -> None:
         self._closed = True

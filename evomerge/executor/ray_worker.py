@@ -28,7 +28,8 @@ class WorkerError(RuntimeError):
 
 
 class Worker:
-    def __init__(self, spec: dict, index: int, marker: tuple[str, str], setup: Optional[dict] = None) -> None:
+    def __init__(self, spec: dict, index: int, marker: tuple[str, str], setup: Optional[dict] = None,
+                 resident_merges: int = 1) -> None:
         from evomerge.workbench import BenchSpec, Workbench
 
         self.index = index
@@ -37,9 +38,10 @@ class Worker:
         self.shared = Path(lock).is_file() and Path(lock).read_text(errors="replace").strip() == content
         self.root: Optional[Path] = None if self.shared else Path(tempfile.mkdtemp(prefix=f"evomerge-w{index}-"))
         self._have: set[str] = set()
+        self._sessions: dict[str, tuple] = {}  # shared mutations under way: (job, job here, session)
         for path, files in (setup or {}).items():  # the pipeline's folder, include paths: small, shipped once
             self._unpack(path, files)
-        self.bench = Workbench(BenchSpec.from_json(self._move(spec)))
+        self.bench = Workbench(BenchSpec.from_json(self._move(spec)), resident_merges=resident_merges)
         self.task = "idle"
 
     def describe(self) -> dict:
@@ -67,11 +69,43 @@ class Worker:
 
         mutated = self._run(f"mutating {job.parent_name} into {job.name} ({job.kind})", ship,
                             lambda: self.bench.mutate(here, checkpoint))
+        return mutated, self._send_back(job, here)
+
+    # ------------------------------------------------------------ a mutation whose steps workers share
+
+    def spread_start(self, job: MutationJob, ship: Optional[dict] = None) -> int:
+        """Load the parent, replay the committed steps; returns how many there are."""
+        from evomerge.registry import MUTATION_OPERATORS
+
+        def start() -> int:
+            here = self._move(job)
+            session = MUTATION_OPERATORS.get(job.kind).Session(self.bench, self.bench.load(here.parent), here)
+            self._sessions[job.name] = (job, here, session)
+            return session.done
+
+        return self._run(f"joining the {job.kind} mutation {job.name}", ship, start)
+
+    def spread_results(self, name: str, step: int, mine: set[int]) -> dict:
+        return self._run(f"{len(mine)} units of step {step} of {name}", None,
+                         lambda: self._sessions[name][2].rewards(step, mine))
+
+    def spread_apply(self, name: str, data: dict) -> None:
+        self._sessions[name][2].apply(data)
+
+    def spread_finish(self, name: str) -> tuple[Mutated, Optional[dict]]:
+        job, here, session = self._sessions.pop(name)
+        mutated = self._run(f"writing {name}", None, lambda: self.bench.keep(here, session.finish()))
+        return mutated, self._send_back(job, here)
+
+    def spread_drop(self, name: str) -> None:
+        self._sessions.pop(name, None)
+
+    def _send_back(self, job: MutationJob, here: MutationJob) -> Optional[dict]:
+        """In object-store mode, a mutant's new directories, packed for the driver (keyed by the driver's paths)."""
         if self.shared:
-            return mutated, None
-        back = {str(p): pack(q) for p, q in ((job.out_dir, here.out_dir), (job.files_dir, here.files_dir))
-                if q.is_dir()}
-        return mutated, back
+            return None
+        return {str(getattr(job, f)): pack(getattr(here, f)) for f in ("out_dir", "files_dir")
+                if getattr(here, f).is_dir()}
 
     def _run(self, task: str, ship: Optional[dict], work: Callable[[], Any]) -> Any:
         self.task = task

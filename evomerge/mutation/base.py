@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
 
 from evomerge.config import OperatorSettings
 from evomerge.executor.base import MutationJob
@@ -34,6 +34,12 @@ class MutationOperator:
     Settings: ClassVar[type[OperatorSettings]] = OperatorSettings
     color: ClassVar[str] = "#444444"
     step_event: ClassVar[str] = "mutation_step"   # the event each committed step adds
+    # An operator whose steps are made of independent evaluations (noise ES: antithetic pairs) can share each step
+    # among workers: `Session(bench, model, job)` holds the mutation in one worker (`.done`, `.rewards(step, mine)`
+    # for the units in `mine`, `.apply(data)`, `.finish() -> Mutant`), `units(job)` counts a step's units and
+    # `record(job, step, results) -> (data, event)` makes the committed step from every unit's result, and
+    # `steps(job)` counts the steps.
+    Session: ClassVar[Optional[type]] = None
 
     @classmethod
     def check(cls, settings: Any, preflight: "Preflight", *, key: str) -> None:

@@ -180,14 +180,35 @@ def _walk(params: list, seeds: tuple[int, ...], settings: EsSettings, evaluate: 
         perturb(params, previous, sigma, rank=rank)
 
 
+def walk_rewards(params: list, seeds: tuple[int, ...], settings: EsSettings, reward: Callable[[], float],
+                 mine: Optional[set[int]] = None) -> dict[int, tuple[float, float]]:
+    """(r+, r-) of the antithetic pairs in `mine` (all if None). Every pair is walked whoever evaluates it, so θ goes
+    through the same perturbations and roundings on every worker: workers sharing an iteration's pairs give the
+    rewards, and after the update the weights, of one process doing them all."""
+    out: dict[int, list[float]] = {}
+    visits = iter(range(2 * len(seeds)))
+
+    def evaluate() -> None:
+        pair = next(visits) // 2
+        if mine is None or pair in mine:
+            out.setdefault(pair, []).append(float(reward()))
+
+    _walk(params, seeds, settings, evaluate)
+    return {pair: (plus, minus) for pair, (plus, minus) in out.items()}
+
+
+def record_of(seeds: tuple[int, ...], rewards: dict[int, tuple[float, float]], shaping: str) -> IterationRecord:
+    """An iteration's record from every pair's rewards: the shaped coefficients replay needs."""
+    plus = [rewards[i][0] for i in range(len(seeds))]
+    minus = [rewards[i][1] for i in range(len(seeds))]
+    return IterationRecord(seeds=tuple(seeds), coefficients=shape(plus, minus, shaping), rewards_plus=tuple(plus),
+                           rewards_minus=tuple(minus))
+
+
 def iterate(params: list, reward: Callable[[], float], seeds: Iterable[int], settings: EsSettings) -> IterationRecord:
     """One ES iteration in place: evaluate every antithetic pair, then update. Returns its record for replay."""
     seeds = tuple(int(s) for s in seeds)
-    rewards: list[float] = []
-    _walk(params, seeds, settings, lambda: rewards.append(float(reward())))
-    plus, minus = rewards[0::2], rewards[1::2]
-    record = IterationRecord(seeds=seeds, coefficients=shape(plus, minus, settings.shaping),
-                             rewards_plus=tuple(plus), rewards_minus=tuple(minus))
+    record = record_of(seeds, walk_rewards(params, seeds, settings, reward), settings.shaping)
     update(params, record, settings)
     return record
 
@@ -248,33 +269,35 @@ class NoiseEs(MutationOperator):
 
     @classmethod
     def mutate(cls, bench: "Workbench", model: Any, job: MutationJob, checkpoint: Checkpoint) -> Mutant:
-        from evomerge.streams import rng_for
+        session = cls.Session(bench, model, job)
+        bar = bench.progress.step(f"ES {job.name} from {job.parent_name} ({job.settings.reward.kind} reward)",
+                                  total=job.settings.iterations, completed=session.done)
+        for it in range(session.done, job.settings.iterations):
+            data, event = cls.record(job, it, session.rewards(it))
+            session.apply(data)
+            checkpoint(it, data, **event)
+            bench.progress.advance(bar, description=f"ES {job.name} from {job.parent_name}: mean reward "
+                                                    f"{event['reward']:.4f}")
+        return session.finish()
 
+    @classmethod
+    def units(cls, job: MutationJob) -> int:
+        """The independent evaluations of a step that workers can share: the antithetic pairs."""
+        return job.settings.pairs
+
+    @classmethod
+    def steps(cls, job: MutationJob) -> int:
+        return job.settings.iterations
+
+    @classmethod
+    def record(cls, job: MutationJob, it: int, rewards: dict[int, tuple[float, float]]) -> tuple[dict, dict]:
+        """A step's committed data (seeds, shaped coefficients, rewards) from every pair's rewards, and its event."""
         op = job.settings
-        settings = _settings(op)
-        params = es_parameters(model)
-        steps = [{"seeds": d["seeds"], "coefficients": d["coefficients"]} for d in job.steps_done]
-        replay(params, [IterationRecord(tuple(d["seeds"]), tuple(d["coefficients"])) for d in steps], settings)
-        bar = bench.progress.step(f"ES {job.name} from {job.parent_name} ({op.reward.kind} reward)",
-                                  total=op.iterations, completed=len(steps))
-        examples = None if op.reward.kind == "select" else bench.examples(op.reward.task, op.reward.data,
-                                                                          job.data_root)
-        for it in range(len(steps), op.iterations):
-            reward = _reward(bench, op, model, examples, rng_for(job.seed, job.generation, job.slot, 2, it))
-            seeds = rng_for(job.seed, job.generation, job.slot, 3, it).integers(0, 2**31 - 1, size=op.pairs)
-            record = iterate(params, reward, seeds.tolist(), settings)
-            mean = sum(record.rewards_plus + record.rewards_minus) / (2 * op.pairs)
-            checkpoint(it, {"seeds": list(record.seeds), "coefficients": list(record.coefficients),
-                            "rewards_plus": list(record.rewards_plus), "rewards_minus": list(record.rewards_minus)},
-                       reward=mean)
-            steps.append({"seeds": list(record.seeds), "coefficients": list(record.coefficients)})
-            bench.progress.advance(bar, description=f"ES {job.name} from {job.parent_name}: mean reward {mean:.4f}")
-        bench.scorer.release(model)
-        recipe = {"parent": job.parent_name, "operator": cls.name, "sigma": op.sigma, "learning_rate": op.learning_rate,
-                  "rank": op.rank, "shaping": op.shaping, "device_type": model.device.type,
-                  "dtype": str(next(model.parameters()).dtype).removeprefix("torch."), "iterations": steps}
-        bench.progress.log(f"{job.name}: ES from {job.parent_name}, {op.iterations} iterations of {op.pairs} pairs")
-        return Mutant(model, recipe)
+        record = record_of(_pair_seeds(job, it), rewards, op.shaping)
+        mean = sum(record.rewards_plus + record.rewards_minus) / (2 * op.pairs)
+        return ({"seeds": list(record.seeds), "coefficients": list(record.coefficients),
+                 "rewards_plus": list(record.rewards_plus), "rewards_minus": list(record.rewards_minus)},
+                {"reward": mean})
 
     @classmethod
     def rebuild(cls, bench: "Workbench", model: Any, member: MemberRecord, run_dir: Path) -> Any:
@@ -301,6 +324,60 @@ class NoiseEs(MutationOperator):
             out.append({"iteration": s.step, "mean": statistics.fmean(rewards), "best": max(rewards),
                         "worst": min(rewards)})
         return out
+
+
+class EsSession:
+    """One noise-ES mutation in one process: the model being mutated (its parent plus the committed iterations),
+    the reward's examples, and the iterations applied so far. A worker sharing an ES mutation's pairs keeps one."""
+
+    def __init__(self, bench: "Workbench", model: Any, job: MutationJob) -> None:
+        op = job.settings
+        self.bench, self.model, self.job, self.settings = bench, model, job, _settings(op)
+        self.params = es_parameters(model)
+        self.steps = [{"seeds": d["seeds"], "coefficients": d["coefficients"]} for d in job.steps_done]
+        replay(self.params, [IterationRecord(tuple(d["seeds"]), tuple(d["coefficients"])) for d in self.steps],
+               self.settings)
+        self.examples = None if op.reward.kind == "select" else bench.examples(op.reward.task, op.reward.data,
+                                                                               job.data_root)
+
+    @property
+    def done(self) -> int:
+        return len(self.steps)
+
+    def rewards(self, it: int, mine: Optional[set[int]] = None) -> dict[int, tuple[float, float]]:
+        """(r+, r-) of iteration `it`'s pairs in `mine` (all if None); θ is back where it was afterwards."""
+        from evomerge.streams import rng_for
+
+        job = self.job
+        reward = _reward(self.bench, job.settings, self.model, self.examples,
+                         rng_for(job.seed, job.generation, job.slot, 2, it))
+        return walk_rewards(self.params, _pair_seeds(job, it), self.settings, reward, mine)
+
+    def apply(self, data: dict) -> None:
+        """The update of a step (its seeds and coefficients)."""
+        update(self.params, IterationRecord(tuple(data["seeds"]), tuple(data["coefficients"])), self.settings)
+        self.steps.append({"seeds": data["seeds"], "coefficients": data["coefficients"]})
+
+    def finish(self) -> Mutant:
+        op, job = self.job.settings, self.job
+        self.bench.scorer.release(self.model)
+        recipe = {"parent": job.parent_name, "operator": job.kind, "sigma": op.sigma,
+                  "learning_rate": op.learning_rate, "rank": op.rank, "shaping": op.shaping,
+                  "device_type": self.model.device.type,
+                  "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch."), "iterations": self.steps}
+        self.bench.progress.log(f"{job.name}: ES from {job.parent_name}, {op.iterations} iterations of {op.pairs} "
+                                "pairs")
+        return Mutant(self.model, recipe)
+
+
+NoiseEs.Session = EsSession
+
+
+def _pair_seeds(job: MutationJob, it: int) -> tuple[int, ...]:
+    from evomerge.streams import rng_for
+
+    seeds = rng_for(job.seed, job.generation, job.slot, 3, it).integers(0, 2**31 - 1, size=job.settings.pairs)
+    return tuple(int(s) for s in seeds)
 
 
 def _settings(op: Any) -> EsSettings:
