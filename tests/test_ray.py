@@ -141,3 +141,70 @@ def _kill_orphaned_ray_agents() -> None:
             continue
         if ppid == 1 and ("ray::DashboardAgent" in cmdline or "ray::RuntimeEnvAgent" in cmdline):
             os.kill(int(proc.name), signal.SIGKILL)
+
+
+OOM_PLUGIN = '''
+from evomerge.config import OperatorSettings
+from evomerge.mutation.base import MutationOperator
+from evomerge.registry import MUTATION_OPERATORS
+
+
+class Greedy(MutationOperator):
+    """Asks for more memory than there is."""
+
+    class Settings(OperatorSettings):
+        """No settings of its own."""
+
+    @classmethod
+    def mutate(cls, bench, model, job, checkpoint):
+        raise MemoryError("cannot allocate 512 GiB")
+
+
+MUTATION_OPERATORS.register("greedy", Greedy)
+'''
+
+
+def test_a_worker_out_of_memory_is_an_error_naming_the_worker_and_the_member(tiny_models: Path, tmp_path: Path):
+    (tmp_path / "greedy_plugin.py").write_text(OOM_PLUGIN)
+    pipeline = _pipeline(tmp_path, tiny_models / "models", "{kind: ray, workers: 1}", "mutation_only")
+    text = pipeline.read_text().replace("population: population.yaml", "population: population.yaml\n"
+                                        "plugins: [greedy_plugin]")
+    pipeline.write_text(text.split("mutation:")[0] + "mutation: {rate: 1, operators: [{kind: greedy}]}\nseed: 4\n"
+                        + "executor: {kind: ray, workers: 1}\n")
+    result = evomerge("run", str(pipeline), "--run-dir", str(tmp_path / "run"), "--quiet")
+    assert result.returncode == 2, result.stderr[-3000:]
+    message = result.stderr.strip()
+    assert "\n" not in message and "Traceback" not in message
+    assert "worker 0 (" in message and "pid " in message and "ran out of memory while mutating" in message
+    assert "into g1-c0 (greedy)" in message and "Fix:" in message
+
+
+def test_a_worker_whose_driver_is_killed_ends_at_once(tmp_path: Path):
+    """A SIGKILLed driver cannot stop its workers and Ray takes seconds to; a worker left mutating would write its
+    mutant into the run after another driver resumed and tidied it. Workers watch their driver and end with it."""
+    lock = tmp_path / ".lock"
+    lock.write_text("evomerge pid 1")
+
+    def watch(driver: subprocess.Popen) -> subprocess.Popen:  # what a worker's watch thread does, alone
+        return subprocess.Popen([sys.executable, "-c", "import socket\n"
+                                 "from evomerge.executor.ray_worker import _outlive_no_driver\n"
+                                 f"_outlive_no_driver((socket.gethostname(), {driver.pid}), ({str(lock)!r}, "
+                                 "'evomerge pid 1'))"])
+
+    driver = subprocess.Popen(["sleep", "60"])
+    worker = watch(driver)
+    try:
+        time.sleep(2)
+        assert worker.poll() is None  # its driver is alive and holds the run
+        driver.kill()
+        driver.wait()
+        assert worker.wait(timeout=10) == 1
+        driver = subprocess.Popen(["sleep", "60"])  # a live driver, but another one now holds the run
+        worker = watch(driver)
+        time.sleep(2)
+        assert worker.poll() is None
+        lock.write_text("evomerge pid 2")
+        assert worker.wait(timeout=10) == 1
+    finally:
+        driver.kill()
+        worker.kill()

@@ -7,7 +7,13 @@ themselves; tests/test_merge.py checks that both paths give the same tensors.)
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
+
+# mergekit's LoaderCache is one per process and dare_ties draws its masks from torch's global RNG: two merges at once
+# in one process (the driver writes the children of a generation bred at once) would share both, and a child's
+# weights would depend on the other's timing. One merge at a time, then.
+_ONE_AT_A_TIME = threading.RLock()
 
 
 def _options(seed: int, device: str):
@@ -43,17 +49,19 @@ def merge_in_memory(config, *, seed: int, device: str = "cpu") -> dict:
     """The merged tensors of a `MergeConfiguration`, by name, without touching the disk."""
     import transformers
 
-    executor, weights, cache = _executor(config, seed=seed, device=device)
-    transformers.trainer_utils.set_seed(seed)  # as run_merge does: dare_ties draws its masks from torch's RNG
-    out = {weights[task].name: value for task, value in executor.run(quiet=True)}
-    cache.flush_all()
+    with _ONE_AT_A_TIME:
+        executor, weights, cache = _executor(config, seed=seed, device=device)
+        transformers.trainer_utils.set_seed(seed)  # as run_merge does: dare_ties draws its masks from torch's RNG
+        out = {weights[task].name: value for task, value in executor.run(quiet=True)}
+        cache.flush_all()
     return out
 
 
 def plan(config, *, seed: int, device: str = "cpu") -> list:
     """The `WeightInfo` of every tensor mergekit's merge outputs, in the order its executor merges them."""
-    executor, weights, cache = _executor(config, seed=seed, device=device)
-    cache.flush_all()
+    with _ONE_AT_A_TIME:
+        executor, weights, cache = _executor(config, seed=seed, device=device)
+        cache.flush_all()
     return [weights[h.task()] for h in executor.schedule.tasks if h.task() in weights]
 
 
@@ -64,8 +72,9 @@ def merge_to_disk(config, out_dir: Path, *, seed: int, device: str = "cpu") -> N
 
     tmp = out_dir.with_name(".tmp-" + out_dir.name)
     shutil.rmtree(tmp, ignore_errors=True)
-    run_merge(config.model_copy(deep=True), str(tmp), _options(seed, device))  # run_merge normalises in place
-    LoaderCache().flush_all()
+    with _ONE_AT_A_TIME:
+        run_merge(config.model_copy(deep=True), str(tmp), _options(seed, device))  # it normalises in place
+        LoaderCache().flush_all()
     tmp.rename(out_dir)
 
 

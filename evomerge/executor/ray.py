@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import socket
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -99,14 +101,16 @@ class RayExecutor(Executor):
         resources = dict(self.settings.worker_resources)
         options = {"num_cpus": resources.pop("num_cpus", 0 if "num_gpus" in resources else 1),
                    "num_gpus": resources.pop("num_gpus", 0), "resources": resources or None, "max_restarts": 0}
-        marker = self._marker()
-        setup = None if self.settings.files == "shared" else self._setup_files()
-        actor = ray.remote(Worker).options(**options).remote(self.spec.to_json(), index, marker, setup,
+        actor = ray.remote(Worker).options(**options).remote(self.spec.to_json(), index, self._marker(),
+                                                             (socket.gethostname(), os.getpid()),
                                                              self.settings.resident_merges)
         self._where[index] = ray.get(actor.describe.remote())
-        if self.settings.files == "shared" and not self._where[index]["shared"]:
-            raise EvomergeError(f"worker {index} does not see the run directory {self.run_dir}. Fix: put runs on a "
-                                "filesystem every machine mounts at the same path, or set executor.files: auto")
+        if not self._where[index]["shared"]:
+            if self.settings.files == "shared":
+                raise EvomergeError(f"worker {index} does not see the run directory {self.run_dir}. Fix: put runs "
+                                    "on a filesystem every machine mounts at the same path, or set executor.files: "
+                                    "auto")
+            ray.get(actor.receive.remote(self._setup_files()))
         return actor
 
     def _marker(self) -> tuple[str, str]:
@@ -120,9 +124,18 @@ class RayExecutor(Executor):
         return str(lock.resolve()), content
 
     def _setup_files(self) -> dict:
-        """The small directories every worker needs: the pipeline's folder and the task include paths."""
-        folders = {str(Path(self.spec.pipeline_file).parent), *self.spec.include_paths}
-        return {f: pack(Path(f)) for f in folders if Path(f).is_dir()}
+        """What every worker needs before its first task, as object refs: the task include paths, the pipeline's
+        plugin modules (NAME.py or NAME/ next to it) and the model the tokenizer comes from."""
+        root = Path(self.spec.pipeline_file).parent
+        plugins = [root / f"{name}.py" for name in self.spec.pipeline.plugins] + \
+                  [root / name for name in self.spec.pipeline.plugins]
+        wanted = [*map(Path, self.spec.include_paths), *plugins, Path(self.spec.tokenizer_source)]
+        return {str(p): self._put(str(p)) for p in wanted if p.is_absolute() and p.exists()}
+
+    def _put(self, path: str) -> Any:
+        if path not in self._shipped:
+            self._shipped[path] = _ray().put(pack(Path(path)))
+        return self._shipped[path]
 
     def _acquire(self, prefer: Optional[tuple[int, int]], what: str) -> int:
         with self._free:
@@ -174,11 +187,9 @@ class RayExecutor(Executor):
         """In object-store mode, the member directories `obj` names, as object refs (each packed once)."""
         if self.settings.files == "shared":
             return None
-        ray = _ray()
-        for path in paths_in(obj):
-            if path not in self._shipped:
-                self._shipped[path] = ray.put(pack(Path(path)))
-        return {p: self._shipped[p] for p in paths_in(obj)}
+        if self._where[index]["shared"]:
+            return None
+        return {p: self._put(p) for p in paths_in(obj)}
 
     # ------------------------------------------------------------ the interface
 
@@ -310,11 +321,10 @@ class RayExecutor(Executor):
                 self._actors[i] = self._new_actor(i)
 
     def _worker_error(self, e: Any) -> Exception:
-        cause = e.as_instanceof_cause()
-        if isinstance(cause, WorkerError):
-            return EvomergeError(f"{cause}. Fix: give each worker more memory (worker_resources), use fewer "
+        if isinstance(e.cause, WorkerError):  # the worker's own message, without Ray's traceback
+            return EvomergeError(f"{e.cause}. Fix: give each worker more memory (worker_resources), use fewer "
                                  "workers per GPU, or a smaller dtype")
-        return cause
+        return e.as_instanceof_cause()
 
     def close(self) -> None:
         self._closed = True

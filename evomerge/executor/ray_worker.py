@@ -15,6 +15,8 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -28,21 +30,37 @@ class WorkerError(RuntimeError):
 
 
 class Worker:
-    def __init__(self, spec: dict, index: int, marker: tuple[str, str], setup: Optional[dict] = None,
+    def __init__(self, spec: dict, index: int, marker: tuple[str, str], driver: tuple[str, int],
                  resident_merges: int = 1) -> None:
-        from evomerge.workbench import BenchSpec, Workbench
-
         self.index = index
         self.where = f"worker {index} ({socket.gethostname()}, pid {os.getpid()})"
         lock, content = marker
         self.shared = Path(lock).is_file() and Path(lock).read_text(errors="replace").strip() == content
+        threading.Thread(target=_outlive_no_driver, args=(driver, marker if self.shared else None), daemon=True,
+                         name="evomerge-driver-watch").start()
         self.root: Optional[Path] = None if self.shared else Path(tempfile.mkdtemp(prefix=f"evomerge-w{index}-"))
         self._have: set[str] = set()
         self._sessions: dict[str, tuple] = {}  # shared mutations under way: (job, job here, session)
-        for path, files in (setup or {}).items():  # the pipeline's folder, include paths: small, shipped once
-            self._unpack(path, files)
-        self.bench = Workbench(BenchSpec.from_json(self._move(spec)), resident_merges=resident_merges)
+        self._spec, self._resident_merges = spec, resident_merges
+        self._bench = None
         self.task = "idle"
+
+    def receive(self, files: dict[str, Any]) -> None:
+        """Object-store mode: what every task needs (plugins, task folders, the tokenizer's model), once."""
+        import ray
+
+        for path, ref in files.items():
+            self._unpack(path, ray.get(ref))
+
+    @property
+    def bench(self):
+        """The workbench, made on first use (after `receive`, which it may need)."""
+        if self._bench is None:
+            from evomerge.workbench import BenchSpec, Workbench
+
+            self._bench = Workbench(BenchSpec.from_json(self._move(self._spec)),
+                                    resident_merges=self._resident_merges)
+        return self._bench
 
     def describe(self) -> dict:
         return {"where": self.where, "host": socket.gethostname(), "pid": os.getpid(), "shared": self.shared}
@@ -129,6 +147,8 @@ class Worker:
     # ------------------------------------------------------------ files in object-store mode
 
     def _unpack(self, path: str, files: dict[str, bytes]) -> None:
+        if self.root is None:  # a worker that sees the driver's files has them already
+            return
         unpack(files, Path(str(self.root) + path))
         self._have.add(path)
 
@@ -137,12 +157,42 @@ class Worker:
         return obj if self.shared else relocate(obj, lambda p: str(self.root) + p)
 
 
-def pack(directory: Path) -> dict[str, bytes]:
-    """A directory's files, by path relative to it."""
-    return {str(f.relative_to(directory)): f.read_bytes() for f in sorted(Path(directory).rglob("*")) if f.is_file()}
+def _outlive_no_driver(driver: tuple[str, int], marker: Optional[tuple[str, str]]) -> None:
+    """End this worker as soon as its driver is gone (a driver killed with -9 cannot stop it, and Ray takes a while):
+    left running, it would write a member directory into a run that another driver has resumed and tidied. Gone
+    means its process no longer exists (same machine) or the run's lock names another holder (shared files)."""
+    host, pid = driver
+    while True:
+        time.sleep(0.2)
+        if host == socket.gethostname():
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:
+                pass
+        if marker is not None:
+            try:
+                content = Path(marker[0]).read_text(errors="replace").strip()
+            except OSError:
+                content = ""
+            if content and content != marker[1]:  # empty: being rewritten, or unreadable for now
+                os._exit(1)
+
+
+def pack(path: Path) -> dict[str, bytes]:
+    """A directory's files by path relative to it; a file alone as {".": its bytes}."""
+    path = Path(path)
+    if path.is_file():
+        return {".": path.read_bytes()}
+    return {str(f.relative_to(path)): f.read_bytes() for f in sorted(path.rglob("*")) if f.is_file()}
 
 
 def unpack(files: dict[str, bytes], directory: Path) -> None:
+    if "." in files:  # a file
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        directory.write_bytes(files["."])
+        return
     tmp = directory.with_name(".tmp-" + directory.name)
     shutil.rmtree(tmp, ignore_errors=True)
     for name, data in files.items():
@@ -176,13 +226,27 @@ def relocate(obj: Any, move: Callable[[str], str]) -> Any:
 
 
 def paths_in(obj: Any) -> set[str]:
-    """Every absolute path in `obj` that is a directory here (what a worker without shared files needs)."""
+    """What a worker without the driver's files needs for `obj`: every model directory (config.json) and every file
+    its absolute paths name, and the data files its settings name relative to a job's `data_root`."""
     found: set[str] = set()
 
     def visit(p: str) -> str:
-        if Path(p).is_dir():
+        if Path(p).is_file() or (Path(p) / "config.json").is_file():
             found.add(p)
         return p
 
     relocate(obj, visit)
+    root, settings = getattr(obj, "data_root", None), getattr(obj, "settings", None)
+    if root is not None and isinstance(settings, BaseModel):
+        found |= {str(Path(root) / d) for d in _values(settings.model_dump(), "data") if (Path(root) / d).is_file()}
     return found
+
+
+def _values(data: Any, key: str) -> list[str]:
+    """Every string under `key` at any depth of a settings dump (LoRA's data, an ES reward's data)."""
+    if isinstance(data, dict):
+        return [v for k, v in data.items() if k == key and isinstance(v, str)] + \
+            [x for v in data.values() for x in _values(v, key)]
+    if isinstance(data, (list, tuple)):
+        return [x for v in data for x in _values(v, key)]
+    return []
