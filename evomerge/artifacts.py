@@ -120,8 +120,9 @@ class Artifacts:
     def _rebuild(self, record: MemberRecord, out: Path) -> None:
         if record.operator in MERGE_METHODS:
             from evomerge.crossover.merge import merge_to_disk
+            from evomerge.devices import resolve
 
-            merge_to_disk(self.merge_config(record), out, seed=record.params["seed"], device=self.cfg.device)
+            merge_to_disk(self.merge_config(record), out, seed=record.params["seed"], device=resolve(self.cfg.device))
         elif record.operator in MUTATION_OPERATORS:
             bench = self._bench()
             parent = self.store.member(record.parents[0])

@@ -56,13 +56,20 @@ class Workbench:
         self._mergers: OrderedDict[tuple[int, int], Any] = OrderedDict()  # (generation, slot) -> resident parents
         self._keep = resident_merges  # crossovers whose parents stay in memory at once (the latest used)
 
+    @cached_property
+    def device(self) -> str:
+        """The configured device, resolved (evomerge/devices.py): every model, merge and score of this bench."""
+        from evomerge.devices import resolve
+
+        return resolve(self.cfg.device)
+
     @property
     def scorer(self):
         if self._scorer is None:
             from evomerge.fitness.lm_eval import Scorer
 
             self._scorer = Scorer(self.cfg.fitness, include_paths=list(self.spec.include_paths),
-                                  device=self.cfg.device, engine=self.cfg.engine, pipeline_file=self.spec.pipeline_file)
+                                  device=self.device, engine=self.cfg.engine, pipeline_file=self.spec.pipeline_file)
         return self._scorer
 
     @cached_property
@@ -77,13 +84,13 @@ class Workbench:
     def load(self, source: ParentSource | str):
         """A model in memory on the configured device: from a directory, or merged by mergekit."""
         if isinstance(source, str):
-            return load_model(source, dtype=self.cfg.dtype, device=self.cfg.device)
+            return load_model(source, dtype=self.cfg.dtype, device=self.device)
         if source.model_dir is not None:
             return self.load(source.model_dir)
         from evomerge.crossover.merge import load_into, merge_in_memory
 
         model = self.load(source.merge.models[0].model.model.path)  # the architecture; every tensor is replaced
-        load_into(model, merge_in_memory(source.merge, seed=source.merge_seed, device=self.cfg.device))
+        load_into(model, merge_in_memory(source.merge, seed=source.merge_seed, device=self.device))
         return model
 
     def examples(self, task: Optional[str], data: Optional[str], root: Path) -> list[tuple[str, str]]:
@@ -114,7 +121,7 @@ class Workbench:
             from evomerge.crossover.merge import load_into, merge_in_memory
 
             load_into(model, merge_in_memory(job.merge_config(candidate.params), seed=job.seed,
-                                             device=self.cfg.device))
+                                             device=self.device))
         return self._scored(model, "select", what="the merge")
 
     def _merger(self, job: CrossoverJob, candidate: Candidate):
@@ -126,7 +133,7 @@ class Workbench:
             while len(self._mergers) >= self._keep:  # memory first: let the least recently used go
                 self._mergers.popitem(last=False)
             self._mergers[key] = ResidentMerge(job.genome, job.merge_config(candidate.params), seed=job.seed,
-                                               device=self.cfg.device)
+                                               device=self.device)
         self._mergers.move_to_end(key)
         return self._mergers[key]
 

@@ -3,10 +3,11 @@
 mergekit recomputes everything per merge: it re-reads the parents, subtracts the base, argsorts every task vector
 for TIES (about 20 s per 135 M-parameter parent on 2 cores) and allocates a dozen temporaries per tensor.
 `ResidentMerge` reads the parents once per crossover, lets the merge method precompute what does not depend on the
-candidate (task vectors; TIES ranks from mergekit's own argsort; DARE's uniforms with the run's seed; SLERP's
+candidate (task vectors; TIES rank bands from mergekit's own argsort; DARE's uniforms with the run's seed; SLERP's
 angles; see evomerge/crossover/methods/), and per candidate writes base + recombination straight into the resident
 evaluation model's parameters with the method's `torch.compile`d kernel, one pass per tensor.
-tests/test_fast.py checks every method against mergekit (max abs diff <= 1e-6 in float32); mergekit still writes
+tests/test_fast.py checks every method against mergekit (max abs diff <= 1e-6 in float32; TIES: away from exact ties
+of the k-th magnitude, where mergekit's unstable sort decides); mergekit still writes
 every child that becomes a member.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 
 from evomerge.crossover.genome import Genome
 from evomerge.crossover.methods.base import ResidentTensor
+from evomerge.devices import resolve, same
 
 
 class ResidentMerge:
@@ -31,7 +33,7 @@ class ResidentMerge:
         if not genome.method.fast:
             raise ValueError(f"merge method {genome.method.name} has no fast kernel")
         self.genome = genome
-        self._device = torch.device(device)
+        self._device = torch.device(resolve(device))
         self.method = genome.method(genome, device=self._device)
         dtype = getattr(torch, str(config.dtype or "float32"))
         weights = plan(config, seed=seed, device=device)  # mergekit's output tensors, in its execution order
@@ -56,7 +58,7 @@ class ResidentMerge:
                 target = targets.get(t.name)
                 if target is None:
                     raise KeyError(f"merged tensor {t.name} has no place in the evaluation model")
-                if target.device != self._device or not target.is_contiguous():
+                if not same(target.device, self._device) or not target.is_contiguous():
                     raise ValueError(f"{t.name}: the evaluation model must be contiguous on {self._device}")
                 self.method.write(t, params, target.view(-1))
 

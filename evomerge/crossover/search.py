@@ -115,9 +115,10 @@ class CrossoverStage:
         out = ctx.artifacts.members_dir / name
         if state is MemberState.ALIVE and not out.exists():
             from evomerge.crossover.merge import merge_to_disk
+            from evomerge.devices import resolve
 
             out.parent.mkdir(parents=True, exist_ok=True)
-            merge_to_disk(config, out, seed=ctx.cfg.seed, device=ctx.cfg.device)
+            merge_to_disk(config, out, seed=ctx.cfg.seed, device=resolve(ctx.cfg.device))
         method, key = job.genome.method.name, ctx.board.key("select")
         rows = ctx.store.scores(candidate_subject(best.id), **key)
         with ctx.store.transaction():

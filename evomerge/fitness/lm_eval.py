@@ -176,16 +176,19 @@ class Scorer:
 
 
 def _fast_lm(scorer: Scorer, model, tokenizer):
+    from evomerge.devices import resolve
     from evomerge.fitness.fast_lm import FastLM
 
-    return _quiet(FastLM)(pretrained=model, tokenizer=tokenizer, device=scorer.device,
+    return _quiet(FastLM)(pretrained=model, tokenizer=tokenizer, device=resolve(scorer.device),
                           batch_size=scorer.spec.batch_size, encode_cache=scorer._encoded)
 
 
 def _hflm(scorer: Scorer, model, tokenizer):
     from lm_eval.models.huggingface import HFLM
 
-    return _quiet(HFLM)(pretrained=model, tokenizer=tokenizer, device=scorer.device,
+    from evomerge.devices import resolve
+
+    return _quiet(HFLM)(pretrained=model, tokenizer=tokenizer, device=resolve(scorer.device),
                         batch_size=scorer.spec.batch_size)
 
 

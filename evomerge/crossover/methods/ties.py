@@ -32,9 +32,10 @@ def _pick(agree, table, i: int, bits: int):
     return _pick(agree, table, i + 1, bits | (1 << i)).where(agree[i], _pick(agree, table, i + 1, bits))
 
 
-def _ties(out, base, tvs, ranks, k, w, inverse) -> None:
-    """Keep each task vector's k largest magnitudes (by mergekit's own argsort ranks), then sign consensus."""
-    deltas = [tv.where(r < k[i], 0.0) * w[i] for i, (tv, r) in enumerate(zip(tvs, ranks))]
+def _ties(out, base, tvs, thr, w, inverse) -> None:
+    """Keep each task vector's magnitudes >= its k-th largest (the k largest, and any entry tied with the k-th), then
+    sign consensus."""
+    deltas = [tv.where(tv.abs() >= thr[i], 0.0) * w[i] for i, tv in enumerate(tvs)]
     _consensus(out, base, deltas, w, inverse)
 
 
@@ -46,28 +47,49 @@ def inverse_weights(w: list[float], dtype, device):
     return torch.where(sums == 0, 1.0, 1.0 / torch.where(sums == 0, 1.0, sums)).to(device)
 
 
-def rank_all(tensors: list[ResidentTensor]) -> None:
-    """Each task vector entry's position in `torch.argsort(|tv|, descending=True)`, the call mergekit's magnitude()
-    makes (its order among equal magnitudes is the sort's own, so only the same call gives the same masks). Two
-    sorts at a time: torch's CPU sort of one tensor runs on one core."""
+BANDS = 256  # rank bands per task vector: one byte per weight
+
+
+def band_all(tensors: list[ResidentTensor]) -> None:
+    """Each task vector entry's rank band, one byte: its position r in `torch.argsort(|tv|, descending=True)` (the
+    call mergekit's magnitude() makes) as r·BANDS // n. Band b holds ranks [start(b), start(b+1)), start(b) =
+    ceil(b·n / BANDS). Sorts run side by side on a CPU (torch's CPU sort of one tensor runs on one core); while one
+    runs it holds the magnitudes and the int64 order of its tensor (about 12 bytes per entry)."""
     from concurrent.futures import ThreadPoolExecutor
 
     import torch
 
-    def rank(tv):
+    def band(tv):
         w = tv.abs().reshape(-1)
         if w.device.type == "cpu":
             w = w.float()
         order = torch.argsort(w, descending=True)
-        out = torch.empty(tv.numel(), dtype=torch.int32, device=tv.device)
-        out[order] = torch.arange(tv.numel(), dtype=torch.int32, device=tv.device)
+        del w
+        n = tv.numel()
+        starts = [-(-b * n // BANDS) for b in range(BANDS + 1)]
+        sizes = torch.tensor([hi - lo for lo, hi in zip(starts, starts[1:])], device=tv.device)
+        out = torch.empty(n, dtype=torch.uint8, device=tv.device)
+        out[order] = torch.arange(BANDS, dtype=torch.uint8, device=tv.device).repeat_interleave(sizes, output_size=n)
         return out
 
     jobs = [(t, tv) for t in tensors for tv in t.inputs]
-    with ThreadPoolExecutor(max_workers=max(1, min(4, torch.get_num_threads()))) as pool:
-        ranks = list(pool.map(lambda job: rank(job[1]), jobs))
-    for (t, _), r in zip(jobs, ranks):
-        t.aux.setdefault("ranks", []).append(r)
+    on_cpu = bool(jobs) and jobs[0][1].device.type == "cpu"  # a GPU sorts one at a time: the temporaries are big
+    with ThreadPoolExecutor(max_workers=max(1, min(4, torch.get_num_threads())) if on_cpu else 1) as pool:
+        bands = list(pool.map(lambda job: band(job[1]), jobs))
+    for (t, _), b in zip(jobs, bands):
+        t.aux.setdefault("bands", []).append(b)
+
+
+def kth_threshold(tv, bands, k: int) -> float:
+    """The k-th largest |tv|, found among the entries of the rank band that holds rank k-1 only (about numel / BANDS
+    of them: one byte compare over the tensor, then a small kthvalue). Keeping |tv| >= it keeps mergekit's k entries
+    and any entry of exactly the same magnitude: where mergekit's argsort order among exact ties decides, the masks
+    may differ, and only there."""
+    n = tv.numel()
+    j = (k - 1) * BANDS // n
+    start = -(-j * n // BANDS)  # ceil(j·n / BANDS): the rank band j starts at
+    inside = tv[bands == j].abs()
+    return inside.kthvalue(inside.numel() - (k - start) + 1).values.item()
 
 
 class Ties(TaskVectorMethod):
@@ -78,7 +100,7 @@ class Ties(TaskVectorMethod):
     kernel = Kernel(_ties)
 
     def finish(self, tensors: list[ResidentTensor], *, seed: int, dtype) -> None:
-        rank_all(tensors)
+        band_all(tensors)
 
     def write(self, t: ResidentTensor, params: dict, out) -> None:
         import torch
@@ -86,6 +108,7 @@ class Ties(TaskVectorMethod):
         w = self.values(params, WEIGHT, t.group)
         densities = self.values(params, DENSITY, t.group, default=1.0)
         # mergekit's magnitude(): density >= 1 keeps the task vector as it is, else the max(1, int(d * n)) largest
-        k = [t.numel if d >= 1 else max(1, int(d * t.numel)) for d in densities]
-        self.kernel(out, t.base, t.inputs, t.aux["ranks"], self.vec(k, torch.int32), self.vec(w, t.base.dtype),
+        thr = [0.0 if d >= 1 else kth_threshold(tv, b, max(1, int(d * t.numel)))
+               for d, tv, b in zip(densities, t.inputs, t.aux["bands"])]
+        self.kernel(out, t.base, t.inputs, self.vec(thr, t.base.dtype), self.vec(w, t.base.dtype),
                     inverse_weights(w, t.base.dtype, self.device))

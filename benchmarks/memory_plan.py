@@ -1,0 +1,97 @@
+"""What every merge method keeps resident for one crossover, per weight and at 7B, measured on the real structures.
+
+    python benchmarks/memory_plan.py                   # bfloat16, 2 and 3 parents, Llama-2-7B and Mistral-7B shapes
+
+A `ResidentMerge` (evomerge/crossover/fast.py) is built for each method from a small random Llama in the run's
+dtype, and every tensor it holds is counted: the base, the parents or task vectors, and the method's precompute
+(TIES's rank bands, DARE's uniforms, SLERP's angles). Every one of them is per weight, so bytes per weight times a
+7B model's weight count is the resident memory of a 7B crossover. On top: the evaluation model (one copy of the
+weights) and the largest transient, the precompute of the largest tensor (the embedding: TIES sorts it).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+SHAPES = {  # name: (weights, the largest tensor's entries)
+    "Llama-2-7B": (6_738_415_616, 32_000 * 4096),
+    "Mistral-7B": (7_241_732_096, 32_000 * 4096),
+}
+GIB = 2 ** 30
+GPU_GIB = 79.1  # an H100 80 GB as torch reports it
+
+
+def _tensors(obj, seen: dict) -> None:
+    if isinstance(obj, torch.Tensor):
+        seen.setdefault((obj.untyped_storage().data_ptr(), obj.untyped_storage().nbytes()), obj.untyped_storage()
+                        .nbytes())
+    elif isinstance(obj, (list, tuple)):
+        for x in obj:
+            _tensors(x, seen)
+    elif isinstance(obj, dict):
+        for x in obj.values():
+            _tensors(x, seen)
+
+
+def resident_bytes_per_weight(method: str, parents: int, dtype: str, root: Path) -> float:
+    from evomerge.config import CrossoverSpec
+    from evomerge.crossover.fast import ResidentMerge
+    from evomerge.crossover.genome import Genome
+    from evomerge.registry import MERGE_METHODS
+
+    names = [f"p{i}" for i in range(parents)]
+    cls = MERGE_METHODS.get(method)
+    genome = Genome(CrossoverSpec(method=method, search=cls.parameters if method != "slerp" else ("weight",)),
+                    tuple(names), num_layers=2)
+    params = genome.params([0.5] * genome.dim())
+    config = genome.merge_config(params, paths={n: str(root / n) for n in names}, base_path=str(root / "base"),
+                                 dtype=dtype)
+    merge = ResidentMerge(genome, config, seed=0)
+    seen: dict = {}
+    for t in merge.tensors:
+        _tensors([t.base, t.inputs, t.aux], seen)
+    _tensors(vars(merge.method), seen)
+    weights = sum(t.numel for t in merge.tensors)
+    return sum(seen.values()) / weights
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    args = parser.parse_args()
+    from conftest import make_model
+
+    width = torch.tensor([], dtype=getattr(torch, args.dtype)).element_size()
+    root = Path(tempfile.mkdtemp(prefix="evomerge-memory-"))
+    for i, name in enumerate(["base", "p0", "p1", "p2"]):
+        make_model(root / name, seed=i, layers=2)
+    rows = []
+    for method, counts in [("linear", (2, 3)), ("task_arithmetic", (2, 3)), ("ties", (2, 3)), ("dare_ties", (2, 3)),
+                           ("slerp", (2,))]:
+        for parents in counts:
+            rows.append((method, parents, resident_bytes_per_weight(method, parents, args.dtype, root)))
+    transient = {"ties": 12}  # bytes per entry of the largest tensor while it is precomputed (its sort)
+    print(f"\nresident memory of one crossover, {args.dtype}; evaluation model = {width} bytes per weight\n")
+    head = " | ".join(f"{s}: parents / + eval model / peak" for s in SHAPES)
+    print(f"| method | parents | resident bytes per weight | {head} | fits one 80 GB GPU |")
+    print("|---|---:|---:|" + "---:|" * len(SHAPES) + "---|")
+    for method, parents, per_weight in rows:
+        cells, fits = [], True
+        for weights, largest in SHAPES.values():
+            resident = per_weight * weights / GIB
+            total = resident + width * weights / GIB
+            peak = total + transient.get(method, 0) * largest / GIB
+            fits &= peak <= GPU_GIB
+            cells.append(f"{resident:.1f} / {total:.1f} / {peak:.1f} GiB")
+        print(f"| {method} | {parents} | {per_weight:.2f} | " + " | ".join(cells) + f" | {'yes' if fits else 'NO'} |")
+
+
+if __name__ == "__main__":
+    main()
