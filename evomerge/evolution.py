@@ -93,8 +93,12 @@ class Run:
 
     @classmethod
     def resume(cls, run_dir: Path, *, reporter: Optional[Reporter] = None) -> "Run":
+        from evomerge.devices import resolve
+
         store = open_store(run_dir)
-        return cls(Path(run_dir), open_config(store), store, reporter=reporter)
+        loaded = open_config(store)
+        resolve(loaded.pipeline.device)  # a run made on a GPU and resumed where there is none: say so, now
+        return cls(Path(run_dir), loaded, store, reporter=reporter)
 
     # ------------------------------------------------------------ the loop
 

@@ -66,20 +66,11 @@ class Preflight:
     # ------------------------------------------------------------ the machine and the seeds
 
     def _device(self) -> None:
-        import torch
+        from evomerge.devices import FIX, unavailable
 
-        device = self.loaded.pipeline.device
-        if device.startswith("cuda"):
-            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-            index = int(device.split(":")[1]) if ":" in device else 0
-            if index >= count:
-                raise ConfigError(file=self.file, key="device",
-                                  problem=f"{device!r}, but torch {torch.__version__} sees {count} CUDA GPU(s) here"
-                                          + ("" if torch.version.cuda else " (a CPU build of torch)"),
-                                  fix="use device: cpu, or run on a machine with that GPU and the CUDA build of torch")
-        elif device == "mps" and not torch.backends.mps.is_available():
-            raise ConfigError(file=self.file, key="device", problem="'mps', but this machine has no Apple GPU",
-                              fix="use device: cpu")
+        why = unavailable(self.loaded.pipeline.device)
+        if why is not None:
+            raise ConfigError(file=self.file, key="device", problem=why, fix=FIX)
 
     def _seeds(self) -> None:
         from transformers import AutoConfig, AutoTokenizer

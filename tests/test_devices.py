@@ -21,6 +21,15 @@ def test_device_names_resolve_to_what_tensors_report():
     assert not same("cpu", "meta")
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_a_run_resumed_without_its_gpu_is_told_so():
+    """A run made with device: cuda and resumed on a machine without one: one clear error, not torch's assertion."""
+    from evomerge.errors import EvomergeError
+
+    with pytest.raises(EvomergeError, match=r"device 'cuda', but torch .* sees 0 CUDA GPU\(s\) here.*Fix: use device"):
+        resolve("cuda")
+
+
 def _merge_on(device: str, models: Path):
     from transformers import AutoModelForCausalLM
 
