@@ -93,11 +93,14 @@ class Run:
 
     @classmethod
     def resume(cls, run_dir: Path, *, reporter: Optional[Reporter] = None) -> "Run":
-        from evomerge.devices import resolve
+        from evomerge.devices import unavailable
 
         store = open_store(run_dir)
         loaded = open_config(store)
-        resolve(loaded.pipeline.device)  # a run made on a GPU and resumed where there is none: say so, now
+        why = unavailable(loaded.pipeline.device)  # a run made on a GPU and resumed where there is none
+        if why is not None:
+            raise EvomergeError(f"{run_dir} was made with device {why}. Fix: resume it on a machine with that GPU "
+                                "(a run keeps the device it was started with)")
         return cls(Path(run_dir), loaded, store, reporter=reporter)
 
     # ------------------------------------------------------------ the loop

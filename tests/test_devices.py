@@ -22,12 +22,31 @@ def test_device_names_resolve_to_what_tensors_report():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
-def test_a_run_resumed_without_its_gpu_is_told_so():
-    """A run made with device: cuda and resumed on a machine without one: one clear error, not torch's assertion."""
-    from evomerge.errors import EvomergeError
+def test_a_run_resumed_without_its_gpu_is_told_so(tiny_models: Path, tmp_path: Path):
+    """A run started with device: cuda:0 and resumed on a machine without a GPU: one line at once, not torch's
+    assertion at the first model load."""
+    import json
+    import sqlite3
+    import sys
 
-    with pytest.raises(EvomergeError, match=r"device 'cuda', but torch .* sees 0 CUDA GPU\(s\) here.*Fix: use device"):
-        resolve("cuda")
+    from conftest import evomerge
+    from evomerge.evolution import Run
+
+    sys.path.insert(0, str(Path(__file__).parent / "golden"))
+    from record import write_pipelines
+
+    run = tmp_path / "run"
+    Run.start(write_pipelines(tmp_path, tiny_models / "models")["linear"], run_dir=run).store.close()
+    with sqlite3.connect(run / "evomerge.db") as db:  # as if it had been started on a GPU machine
+        config = json.loads(db.execute("SELECT value FROM meta WHERE key='config'").fetchone()[0])
+        config["pipeline"]["device"] = "cuda:0"
+        db.execute("UPDATE meta SET value=? WHERE key='config'", (json.dumps(config),))
+    result = evomerge("resume", str(run))
+    assert result.returncode == 2, result.stderr[-2000:]
+    message = result.stderr.strip()
+    assert "\n" not in message and "Traceback" not in message
+    assert "was made with device 'cuda:0', but torch" in message
+    assert "Fix: resume it on a machine with that GPU" in message
 
 
 def _merge_on(device: str, models: Path):
