@@ -29,11 +29,8 @@ def member(loaded: Loaded, generation: int, slot: int, stage: int) -> int:
     return len(loaded.population.members) + 2 * _ordinal(loaded, generation, slot) + stage + 1
 
 
-def crossover(loaded: Loaded, generation: int, slot: int) -> int:
-    return _ordinal(loaded, generation, slot) + 1
-
-
-def mutation(loaded: Loaded, generation: int, slot: int) -> int:
+def child(loaded: Loaded, generation: int, slot: int) -> int:
+    """The id of the crossover record, and of the mutation record, of child `slot` of `generation`."""
     return _ordinal(loaded, generation, slot) + 1
 
 

@@ -168,8 +168,6 @@ class Workbench:
 
     def mutate(self, job: MutationJob, checkpoint: Callable[..., None]) -> Mutated:
         """Mutate the job's parent; the mutant is written to `job.out_dir` unless its weights are not finite."""
-        from evomerge.models import save_model_dir
-
         return self.keep(job, MUTATION_OPERATORS.get(job.kind).mutate(self, self.load(job.parent), job, checkpoint))
 
     def keep(self, job: MutationJob, mutant) -> Mutated:

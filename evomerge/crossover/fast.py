@@ -18,7 +18,7 @@ import torch
 
 from evomerge.crossover.genome import Genome
 from evomerge.crossover.methods.base import ResidentTensor
-from evomerge.devices import resolve, same
+from evomerge.devices import resolve
 
 
 class ResidentMerge:
@@ -58,7 +58,7 @@ class ResidentMerge:
                 target = targets.get(t.name)
                 if target is None:
                     raise KeyError(f"merged tensor {t.name} has no place in the evaluation model")
-                if not same(target.device, self._device) or not target.is_contiguous():
+                if target.device != self._device or not target.is_contiguous():
                     raise ValueError(f"{t.name}: the evaluation model must be contiguous on {self._device}")
                 self.method.write(t, params, target.view(-1))
 

@@ -49,7 +49,7 @@ class CrossoverStage:
                                       rng=rng_for(ctx.cfg.seed, generation, slot))
         with ctx.store.transaction():
             cid = ctx.store.add_crossover(generation=generation, slot=slot, parents=tuple(parents),
-                                          id=ids.crossover(ctx.loaded, generation, slot))
+                                          id=ids.child(ctx.loaded, generation, slot))
             ctx.store.add_event("crossover_started", crossover=cid, generation=generation, slot=slot, parents=parents)
         return ctx.store.crossover(generation, slot)
 

@@ -80,9 +80,7 @@ class RayExecutor(Executor):
     # ------------------------------------------------------------ the pool
 
     def start(self) -> None:
-        self._start()
-
-    def _start(self) -> None:
+        """Start Ray (unless it runs already) and the workers, once."""
         with self._free:
             if self._actors:
                 return
@@ -162,7 +160,7 @@ class RayExecutor(Executor):
         """Run `send(actor, index)` (which returns an object ref) on a free worker and wait for its result; a worker
         that dies is replaced and the task runs again, up to RETRIES times."""
         ray = _ray()
-        self._start()
+        self.start()
         for attempt in range(RETRIES + 1):
             index = self._acquire(prefer, what)
             try:
@@ -183,18 +181,18 @@ class RayExecutor(Executor):
                 self._release(index)
         raise AssertionError("unreachable")
 
-    def _ship(self, obj: Any, index: int) -> Optional[dict]:
-        """In object-store mode, the member directories `obj` names, as object refs (each packed once)."""
-        if self.settings.files == "shared":
+    def _ship(self, obj: Any, index: int, paths: Optional[set[str]] = None) -> Optional[dict]:
+        """In object-store mode, the member directories `obj` names (or `paths`, found once for many tasks), as
+        object refs (each packed once)."""
+        if self._where[index]["shared"]:  # with files: shared, every worker is (or it was refused at start)
             return None
-        if self._where[index]["shared"]:
-            return None
-        return {p: self._put(p) for p in paths_in(obj)}
+        return {p: self._put(p) for p in (paths_in(obj) if paths is None else paths)}
 
     # ------------------------------------------------------------ the interface
 
     def evaluate(self, job: CrossoverJob, candidates: list[Candidate]) -> Iterator[tuple[Candidate, Any]]:
         key = (job.generation, job.slot)
+        paths = set() if self.settings.files == "shared" else paths_in(job)  # the same for every candidate
 
         def one(cand: Candidate) -> tuple[Candidate, Any]:
             def send(actor, index):
@@ -203,7 +201,7 @@ class RayExecutor(Executor):
                     held.remove(key)
                 held.append(key)  # as the worker's own LRU: the oldest goes first
                 del held[:-self.settings.resident_merges]
-                return actor.evaluate.remote(job, cand, self._ship(job, index))
+                return actor.evaluate.remote(job, cand, self._ship(job, index, paths))
 
             scored = self._call(f"candidate {cand.key} of generation {job.generation} child {job.slot}", send,
                                 prefer=key)
@@ -263,7 +261,7 @@ class RayExecutor(Executor):
         """A mutation whose steps are shared by k workers (noise ES: each evaluates every k-th antithetic pair and
         walks them all, so all k hold the same weights); the driver commits each step and sends it to all of them."""
         ray = _ray()
-        self._start()
+        self.start()
         committed: list[dict] = []
         for attempt in range(RETRIES + 1):
             indices = self._acquire_many(k, f"the {job.kind} mutation {job.name}, shared by {k} workers")

@@ -10,6 +10,7 @@ import logging
 import math
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Optional
 
@@ -48,7 +49,7 @@ class Scorer:
         if engine not in ENGINES:
             raise ValueError(f"unknown engine {engine!r}: use one of {', '.join(ENGINES)}")
         self.spec = spec
-        self.device = device
+        self._device = device
         self.engine = engine
         self._encoded: dict = {}  # tokenised (context, continuation) pairs, shared by every model scored
         self._file = pipeline_file
@@ -59,6 +60,13 @@ class Scorer:
             self._check_splits(i, t.task)
         self._loaded: dict[str, Any] = {}
         self._lms: dict[int, Any] = {}
+
+    @cached_property
+    def device(self) -> str:
+        """The configured device, resolved once (evomerge/devices.py), on first use: after preflight checked it."""
+        from evomerge.devices import resolve
+
+        return resolve(self._device)
 
     # ------------------------------------------------------------ loading and validation
 
@@ -176,19 +184,16 @@ class Scorer:
 
 
 def _fast_lm(scorer: Scorer, model, tokenizer):
-    from evomerge.devices import resolve
     from evomerge.fitness.fast_lm import FastLM
 
-    return _quiet(FastLM)(pretrained=model, tokenizer=tokenizer, device=resolve(scorer.device),
+    return _quiet(FastLM)(pretrained=model, tokenizer=tokenizer, device=scorer.device,
                           batch_size=scorer.spec.batch_size, encode_cache=scorer._encoded)
 
 
 def _hflm(scorer: Scorer, model, tokenizer):
     from lm_eval.models.huggingface import HFLM
 
-    from evomerge.devices import resolve
-
-    return _quiet(HFLM)(pretrained=model, tokenizer=tokenizer, device=resolve(scorer.device),
+    return _quiet(HFLM)(pretrained=model, tokenizer=tokenizer, device=scorer.device,
                         batch_size=scorer.spec.batch_size)
 
 

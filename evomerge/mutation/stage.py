@@ -26,7 +26,7 @@ class MutationStage:
             with store.transaction():
                 store.add_mutation(generation=generation, slot=slot, parent_id=parent_id,
                                    operator=settings.model_dump(mode="json"),
-                                   id=ids.mutation(self.ctx.loaded, generation, slot))
+                                   id=ids.child(self.ctx.loaded, generation, slot))
                 store.add_event("mutation_started", generation=generation, slot=slot, parent=parent_id,
                                 operator=settings.kind)
             rec = store.mutation(generation, slot)

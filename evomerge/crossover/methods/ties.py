@@ -103,8 +103,6 @@ class Ties(TaskVectorMethod):
         band_all(tensors)
 
     def write(self, t: ResidentTensor, params: dict, out) -> None:
-        import torch
-
         w = self.values(params, WEIGHT, t.group)
         densities = self.values(params, DENSITY, t.group, default=1.0)
         # mergekit's magnitude(): density >= 1 keeps the task vector as it is, else the max(1, int(d * n)) largest
