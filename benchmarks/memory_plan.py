@@ -3,10 +3,12 @@
     python benchmarks/memory_plan.py                   # bfloat16, 2 and 3 parents, Llama-2-7B and Mistral-7B shapes
 
 A `ResidentMerge` (evomerge/crossover/fast.py) is built for each method from a small random Llama in the run's
-dtype, and every tensor it holds is counted: the base, the parents or task vectors, and the method's precompute
-(TIES's rank bands, DARE's uniforms, SLERP's angles). Every one of them is per weight, so bytes per weight times a
+dtype, as on a GPU, and every tensor it holds is counted: the base, the parents or task vectors, and the method's
+precompute (SLERP's angles). On a GPU, TIES selects each task vector's k-th magnitude per candidate and DARE redraws
+mergekit's masks per candidate, so neither keeps anything more; on a CPU they keep one byte (TIES's rank bands) and
+four bytes (DARE's uniforms) per task-vector entry instead. Every tensor is per weight, so bytes per weight times a
 7B model's weight count is the resident memory of a 7B crossover. On top: the evaluation model (one copy of the
-weights) and the largest transient, the precompute of the largest tensor (the embedding: TIES sorts it).
+weights) and the largest transient, on the largest tensor (the embedding) while a candidate is written.
 """
 from __future__ import annotations
 
@@ -68,6 +70,12 @@ def main() -> None:
     args = parser.parse_args()
     from conftest import make_model
 
+    from evomerge.crossover.methods.dare_ties import DareTies
+    from evomerge.crossover.methods.ties import Ties
+
+    DareTies.keeps_stream = staticmethod(lambda device: False)  # as on a GPU: masks redrawn per candidate
+    Ties.keeps_bands = staticmethod(lambda device: False)       # as on a GPU: kthvalue per candidate
+
     width = torch.tensor([], dtype=getattr(torch, args.dtype)).element_size()
     root = Path(tempfile.mkdtemp(prefix="evomerge-memory-"))
     for i, name in enumerate(["base", "p0", "p1", "p2"]):
@@ -77,7 +85,9 @@ def main() -> None:
                            ("slerp", (2,))]:
         for parents in counts:
             rows.append((method, parents, resident_bytes_per_weight(method, parents, args.dtype, root)))
-    transient = {"ties": 12}  # bytes per entry of the largest tensor while it is precomputed (its sort)
+    # bytes per entry of the largest tensor while a candidate is written: TIES's magnitudes and kthvalue's copy of
+    # them; DARE's full_like density tensor and its bernoulli mask; all in the merge dtype
+    transient = {"ties": 2 * width, "dare_ties": 2 * width}
     print(f"\nresident memory of one crossover, {args.dtype}; evaluation model = {width} bytes per weight\n")
     head = " | ".join(f"{s}: parents / + eval model / peak" for s in SHAPES)
     print(f"| method | parents | resident bytes per weight | {head} | fits one 80 GB GPU |")

@@ -13,10 +13,10 @@ from evomerge.crossover.genome import Genome
 from evomerge.crossover.merge import merge_in_memory
 
 
-def _model(path: Path):
+def _model(path: Path, dtype=torch.float32):
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
 
 
 @pytest.mark.parametrize("method,search,layer_group", [
@@ -51,14 +51,50 @@ def test_resident_merge_equals_mergekit(tiny_models: Path, method, search, layer
         assert max(float((ours[k] - p).abs().max()) for k, p in base.named_parameters()) > 1e-4  # it did merge
 
 
-def test_ties_masks_differ_from_mergekits_only_at_exact_ties(tmp_path: Path):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("kept", [True, False], ids=["stream kept (a CPU)", "redrawn per candidate (a GPU)"])
+def test_dare_draws_mergekits_masks_in_either_mode_and_dtype(tiny_models: Path, monkeypatch, dtype, kept):
+    """DARE's masks are mergekit's own: from the kept stream of uniforms (CPU) or redrawn with mergekit's op per
+    candidate (GPU; run here on the CPU), in float32 and in bfloat16 (where the density is rounded to bfloat16
+    before the uniform is compared with it), including candidates whose density is clipped to 1 (no draw)."""
+    from evomerge.crossover.methods.dare_ties import DareTies
+
+    monkeypatch.setattr(DareTies, "keeps_stream", staticmethod(lambda device: kept))
+    models = tiny_models / "models"
+    genome = Genome(CrossoverSpec(method="dare_ties", search=("weight", "density")), ("a", "b"), num_layers=4)
+    paths = {"a": str(models / "a"), "b": str(models / "b")}
+
+    def config(x):
+        return genome.merge_config(genome.params(x), paths=paths, base_path=str(models / "base"), dtype=dtype)
+
+    torch_dtype = getattr(torch, dtype)
+    fast = ResidentMerge(genome, config([0.5, 0.37, 0.8, 0.61]), seed=7)
+    assert (getattr(fast.method, "_stream") is not None) == kept
+    model = _model(models / "base", torch_dtype)
+    base = dict(_model(models / "base", torch_dtype).named_parameters())
+    for x in ([0.5, 0.37, 0.8, 0.61], [0.9, 0.2, 0.4, 2.0], [1.2, 0.5, 0.7, 0.05]):
+        fast.write(genome.params(x), model)
+        ours = dict(model.named_parameters())
+        for name, theirs in merge_in_memory(config(x), seed=7).items():
+            # an entry is the base's exactly where every parent's delta was dropped (or disagreed): the masks
+            assert torch.equal(ours[name] == base[name], theirs == base[name]), f"{name}: other entries dropped"
+            if dtype == "float32":
+                assert float((ours[name] - theirs).abs().max()) <= 1e-6
+
+
+@pytest.mark.parametrize("bands", [True, False], ids=["rank bands (a CPU)", "kthvalue per candidate (a GPU)"])
+def test_ties_masks_differ_from_mergekits_only_at_exact_ties(tmp_path: Path, monkeypatch, bands):
     """Task vectors whose magnitudes take three values, so the k-th largest is tied with thousands of entries.
     mergekit keeps k of them in its argsort's order (not a stable sort, so arbitrary among equals); the fast path
-    keeps every entry equal to the k-th, holding one byte per weight instead of an int32 rank. The merges may
-    differ at those entries and nowhere else."""
+    keeps every entry equal to the k-th, holding one byte per weight instead of an int32 rank (a CPU), or nothing
+    besides the task vector (a GPU: kthvalue per candidate; run here on the CPU). The merges may differ at those
+    entries and nowhere else."""
     from safetensors.torch import load_file, save_file
 
     from conftest import make_model
+    from evomerge.crossover.methods.ties import Ties
+
+    monkeypatch.setattr(Ties, "keeps_bands", staticmethod(lambda device: bands))
 
     for name in ("base", "a", "b"):
         make_model(tmp_path / name, seed=0, layers=2)
@@ -72,7 +108,9 @@ def test_ties_masks_differ_from_mergekits_only_at_exact_ties(tmp_path: Path):
     params = genome.params([0.7, 0.33, 0.4, 0.61])
     config = genome.merge_config(params, paths=paths, base_path=str(tmp_path / "base"), dtype="float32")
     model = _model(tmp_path / "base")
-    ResidentMerge(genome, config, seed=0).write(params, model)
+    fast = ResidentMerge(genome, config, seed=0)
+    assert all(("bands" in t.aux) == bands for t in fast.tensors)
+    fast.write(params, model)
     ours = dict(model.named_parameters())
     differing = 0
     for name, reference in merge_in_memory(config, seed=0).items():

@@ -80,33 +80,48 @@ def band_all(tensors: list[ResidentTensor]) -> None:
         t.aux.setdefault("bands", []).append(b)
 
 
-def kth_threshold(tv, bands, k: int) -> float:
-    """The k-th largest |tv|, found among the entries of the rank band that holds rank k-1 only (about numel / BANDS
-    of them: one byte compare over the tensor, then a small kthvalue). Keeping |tv| >= it keeps mergekit's k entries
-    and any entry of exactly the same magnitude: where mergekit's argsort order among exact ties decides, the masks
-    may differ, and only there."""
+def kth_threshold(tv, bands, k: int):
+    """The k-th largest |tv| (a 0-dim tensor of tv's dtype): with `bands`, found among the entries of the rank band
+    that holds rank k-1 only (about numel / BANDS of them: one byte compare over the tensor, then a small
+    kthvalue); without, by one kthvalue over every entry. Keeping |tv| >= it keeps mergekit's k entries and any
+    entry of exactly the same magnitude: where mergekit's argsort order among exact ties decides, the masks may
+    differ, and only there."""
     n = tv.numel()
+    if bands is None:
+        return tv.abs().kthvalue(n - k + 1).values
     j = (k - 1) * BANDS // n
     start = -(-j * n // BANDS)  # ceil(j·n / BANDS): the rank band j starts at
     inside = tv[bands == j].abs()
-    return inside.kthvalue(inside.numel() - (k - start) + 1).values.item()
+    return inside.kthvalue(inside.numel() - (k - start) + 1).values
 
 
 class Ties(TaskVectorMethod):
+    """The k-th largest magnitude of each task vector, per candidate: on a GPU by `kthvalue` over the resident task
+    vector (nothing kept besides it); on a CPU, where that select over every entry costs more than the merge, from
+    the rank bands computed once per crossover (one byte per entry)."""
+
     mergekit_method = "ties"
     parameters = (WEIGHT, DENSITY)
     color = "#009E73"
     fast = True
     kernel = Kernel(_ties)
 
+    @staticmethod
+    def keeps_bands(device) -> bool:
+        return device.type == "cpu"
+
     def finish(self, tensors: list[ResidentTensor], *, seed: int, dtype) -> None:
-        band_all(tensors)
+        if self.keeps_bands(self.device):
+            band_all(tensors)
 
     def write(self, t: ResidentTensor, params: dict, out) -> None:
+        import torch
+
         w = self.values(params, WEIGHT, t.group)
         densities = self.values(params, DENSITY, t.group, default=1.0)
+        bands = t.aux.get("bands") or [None] * len(t.inputs)
         # mergekit's magnitude(): density >= 1 keeps the task vector as it is, else the max(1, int(d * n)) largest
-        thr = [0.0 if d >= 1 else kth_threshold(tv, b, max(1, int(d * t.numel)))
-               for d, tv, b in zip(densities, t.inputs, t.aux["bands"])]
-        self.kernel(out, t.base, t.inputs, self.vec(thr, t.base.dtype), self.vec(w, t.base.dtype),
+        thr = [torch.zeros((), dtype=t.base.dtype, device=self.device) if d >= 1
+               else kth_threshold(tv, b, max(1, int(d * t.numel))) for d, tv, b in zip(densities, t.inputs, bands)]
+        self.kernel(out, t.base, t.inputs, torch.stack(thr), self.vec(w, t.base.dtype),
                     inverse_weights(w, t.base.dtype, self.device))
