@@ -7,7 +7,10 @@ projects every question token onto the vocabulary although only the continuation
 - lays the requests out as prefix trees (a context and all its continuations, and documents that start alike, share
   their common prefix), packed into rows with a tree attention mask and tree position ids, so every distinct
   prefix runs once;
-- projects onto the vocabulary only the positions that predict continuation tokens.
+- projects onto the vocabulary only the positions that predict continuation tokens;
+- lays each set of requests out once (the same documents are scored for every candidate): rows, masks and index
+  tensors are built on the device at the first call and reused, a few large forward passes on a GPU, and the
+  results come back to the host in one copy.
 
 Everything else (request building, tokenisation, `generate_until` with greedy decoding and a KV cache,
 `loglikelihood_rolling`) is HFLM's. Tokenised requests are cached, so scoring many candidates on the same documents
@@ -31,21 +34,23 @@ from lm_eval.models.huggingface import HFLM
 Request = tuple[tuple[str, str], list[int], list[int]]
 
 ROW_TOKENS = 256  # tokens per packed row: attention over a row costs ~8% of the matmuls at this length
-TOKENS_PER_BATCH = 1024  # rows x ROW_TOKENS per forward pass: keeps activations in cache on a CPU
+# rows x ROW_TOKENS per forward pass: on a CPU, 1024 keeps activations in cache; a GPU wants few large forwards
+TOKENS_PER_BATCH = {"cpu": 1024, "cuda": 32768, "mps": 8192}
 HEAD_ROWS = 512  # vocabulary projections at a time: 512 x 49k float32 logits is 100 MB
 
 
 @register_model("evomerge-fast")
 class FastLM(HFLM):
-    def __init__(self, *args, encode_cache: Optional[dict] = None, **kwargs) -> None:
+    def __init__(self, *args, cache: Optional[dict] = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._encoded = {} if encode_cache is None else encode_cache
+        # tokenised pairs and laid-out request sets, shared by every model a Scorer scores
+        self._cache = {} if cache is None else cache
 
     def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         key = (context, continuation)
-        if key not in self._encoded:
-            self._encoded[key] = super()._encode_pair(context, continuation)
-        return self._encoded[key]
+        if key not in self._cache:
+            self._cache[key] = super()._encode_pair(context, continuation)
+        return self._cache[key]
 
     def _supported(self) -> bool:
         """Causal models whose logits are the output embedding applied to the decoder's last hidden state."""
@@ -65,24 +70,29 @@ class FastLM(HFLM):
         for _, ctx, cont in requests:
             window = (ctx + cont)[-(self.max_length + 1):]
             inputs.append(tuple(window[:-1]))
-            conts.append(cont[-(len(window) - 1):])
-        order = sorted(range(len(requests)), key=lambda i: inputs[i])  # shared prefixes next to each other
-        rows = _pack(order, inputs, ROW_TOKENS)
-        out: list[Optional[tuple[float, bool]]] = [None] * len(requests)
-        per_batch = max(1, TOKENS_PER_BATCH // ROW_TOKENS)
-        for b in range(0, len(rows), per_batch):
-            for i, result in self._score_rows(rows[b:b + per_batch], inputs, conts).items():
-                out[i] = result
-                self.cache_hook.add_partial("loglikelihood", requests[i][0], result)
-        return out  # type: ignore[return-value]
+            conts.append(tuple(cont[-(len(window) - 1):]))
+        key = ("layout", str(self.device), tuple(inputs), tuple(conts))
+        if key not in self._cache:  # the same documents are scored for every candidate: lay them out once
+            self._cache[key] = _Layout(inputs, conts, device=self.device, pad=self._pad_id())
+        out = self._cache[key].score(self.model)
+        for request, result in zip(requests, out):
+            self.cache_hook.add_partial("loglikelihood", request[0], result)
+        return out
 
-    @torch.no_grad()
-    def _score_rows(self, rows: list["_Row"], inputs: list[tuple[int, ...]], conts: list[list[int]],
-                    ) -> dict[int, tuple[float, bool]]:
-        """One forward pass over rows of prefix trees; the vocabulary projection only where a token is scored."""
-        dev = self.device
+    def _pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return pad if pad is not None else (self.tokenizer.eos_token_id or 0)
+
+
+class _Batch:
+    """One forward pass's rows, as tensors on the device: token ids, tree position ids and attention mask; the
+    (row, node) of every position that predicts a continuation token; and, for every continuation token of every
+    request, its position (an index into those) and the token."""
+
+    def __init__(self, rows: list["_Row"], inputs: list[tuple[int, ...]], conts: list[tuple[int, ...]], *,
+                 device, pad: int) -> None:
         width = max(len(r.tokens) for r in rows)
-        ids = torch.full((len(rows), width), self._pad_id(), dtype=torch.long)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
         pos = torch.zeros((len(rows), width), dtype=torch.long)
         mask = torch.zeros((len(rows), 1, width, width), dtype=torch.bool)
         for b, row in enumerate(rows):
@@ -91,37 +101,61 @@ class FastLM(HFLM):
             pos[b, :n] = torch.tensor(row.depth)
             mask[b, 0, :n, :n] = torch.from_numpy(row.ancestors())
             mask[b, 0, range(n, width), range(n, width)] = True  # padding sees itself: no empty softmax rows
-        decoder = getattr(self.model, self.model.base_model_prefix)
-        hidden = decoder(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev)).last_hidden_state
-
         # every (row, node) that predicts a continuation token, projected once even when several requests share it
         slots: dict[tuple[int, int], int] = {}
-        wanted: list[tuple[int, list[int], list[int]]] = []
+        self.requests: list[int] = []
+        at, targets, owner = [], [], []
         for b, row in enumerate(rows):
             for i, path in row.paths.items():
                 n = len(conts[i])
-                nodes = path[len(inputs[i]) - n:]
-                wanted.append((i, [slots.setdefault((b, node), len(slots)) for node in nodes], conts[i]))
+                for node, token in zip(path[len(inputs[i]) - n:], conts[i]):
+                    at.append(slots.setdefault((b, node), len(slots)))
+                    targets.append(token)
+                    owner.append(len(self.requests))
+                self.requests.append(i)
         keys = list(slots)
-        states = hidden[torch.tensor([b for b, _ in keys], device=dev), torch.tensor([n for _, n in keys], device=dev)]
-        head = self.model.get_output_embeddings()
-        logprobs, greedy = [], []
-        for s in range(0, len(keys), HEAD_ROWS):
-            logits = F.log_softmax(head(states[s:s + HEAD_ROWS]).float(), dim=-1)
-            logprobs.append(logits)
-            greedy.append(logits.argmax(dim=-1))
-        logprobs_t = torch.cat(logprobs)
-        greedy_t = torch.cat(greedy)
-        results = {}
-        for i, at, targets in wanted:
-            at_t = torch.tensor(at, device=dev)
-            tgt = torch.tensor(targets, device=dev)
-            results[i] = (float(logprobs_t[at_t, tgt].sum()), bool((greedy_t[at_t] == tgt).all()))
-        return results
+        self.ids, self.pos, self.mask = ids.to(device), pos.to(device), mask.to(device)
+        self.slot_row = torch.tensor([b for b, _ in keys], device=device)
+        self.slot_node = torch.tensor([n for _, n in keys], device=device)
+        self.at, self.targets = torch.tensor(at, device=device), torch.tensor(targets, device=device)
+        self.owner = torch.tensor(owner, device=device)
 
-    def _pad_id(self) -> int:
-        pad = self.tokenizer.pad_token_id
-        return pad if pad is not None else (self.tokenizer.eos_token_id or 0)
+
+class _Layout:
+    """A request set laid out once as prefix-tree rows, in batches of tensors kept on the device; `score(model)`
+    runs them and copies the results to the host once."""
+
+    def __init__(self, inputs: list[tuple[int, ...]], conts: list[tuple[int, ...]], *, device, pad: int) -> None:
+        order = sorted(range(len(inputs)), key=lambda i: inputs[i])  # shared prefixes next to each other
+        rows = _pack(order, inputs, ROW_TOKENS)
+        per_batch = max(1, TOKENS_PER_BATCH.get(torch.device(device).type, 1024) // ROW_TOKENS)
+        self.batches = [_Batch(rows[b:b + per_batch], inputs, conts, device=device, pad=pad)
+                        for b in range(0, len(rows), per_batch)]
+        self.size = len(inputs)
+
+    @torch.no_grad()
+    def score(self, model) -> list[tuple[float, bool]]:
+        decoder = getattr(model, model.base_model_prefix)
+        head = model.get_output_embeddings()
+        totals, misses, order = [], [], []
+        for batch in self.batches:
+            hidden = decoder(input_ids=batch.ids, attention_mask=batch.mask, position_ids=batch.pos).last_hidden_state
+            states = hidden[batch.slot_row, batch.slot_node]
+            logprobs, greedy = [], []
+            for s in range(0, len(states), HEAD_ROWS):  # the vocabulary projection only where a token is scored
+                logits = F.log_softmax(head(states[s:s + HEAD_ROWS]).float(), dim=-1)
+                logprobs.append(logits)
+                greedy.append(logits.argmax(dim=-1))
+            picked = torch.cat(logprobs)[batch.at, batch.targets]
+            wrong = (torch.cat(greedy)[batch.at] != batch.targets).int()
+            n = len(batch.requests)
+            totals.append(torch.zeros(n, dtype=picked.dtype, device=picked.device).index_add_(0, batch.owner, picked))
+            misses.append(torch.zeros(n, dtype=wrong.dtype, device=wrong.device).index_add_(0, batch.owner, wrong))
+            order.extend(batch.requests)
+        out: list[Optional[tuple[float, bool]]] = [None] * self.size
+        for i, total, miss in zip(order, torch.cat(totals).tolist(), torch.cat(misses).tolist()):
+            out[i] = (total, miss == 0)
+        return out  # type: ignore[return-value]
 
 
 class _Row:

@@ -51,7 +51,7 @@ class Scorer:
         self.spec = spec
         self._device = device
         self.engine = engine
-        self._encoded: dict = {}  # tokenised (context, continuation) pairs, shared by every model scored
+        self._cache: dict = {}  # the fast scorer's tokenised pairs and request layouts, shared by every model
         self._file = pipeline_file
         self._paths = [str(TASKS_DIR), *include_paths]
         self._manager = TaskManager(include_path=self._paths, include_defaults=False)
@@ -187,7 +187,7 @@ def _fast_lm(scorer: Scorer, model, tokenizer):
     from evomerge.fitness.fast_lm import FastLM
 
     return _quiet(FastLM)(pretrained=model, tokenizer=tokenizer, device=scorer.device,
-                          batch_size=scorer.spec.batch_size, encode_cache=scorer._encoded)
+                          batch_size=scorer.spec.batch_size, cache=scorer._cache)
 
 
 def _hflm(scorer: Scorer, model, tokenizer):
