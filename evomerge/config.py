@@ -6,11 +6,12 @@ names a population and says how to evolve it. Every error names the file, the ke
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, ClassVar, Literal, Optional
 
 import yaml
 from pydantic import (
@@ -105,6 +106,10 @@ class OperatorSettings(KindSettings):
 
     weight: float = Field(1.0, gt=0, description="relative chance of this operator among the mutation operators",
                           **_Finite)
+
+    # settings added after runs were stored without them: the value that keeps such a run doing what it did
+    # (a fresh pipeline gets the field's default; a stored run is resumed with this)
+    earlier_defaults: ClassVar[dict[str, Any]] = {}
 
 
 def _registered(registry: Registry, *, shorthand: bool = False):
@@ -410,7 +415,11 @@ def _check_include_path(path: Path, i: int, inc: str, *, most: int = 5000) -> No
 def load_pipeline_dict(data: dict, *, pipeline_file: str, population_file: str) -> Loaded:
     """Rebuild a Loaded from the copy stored in a run (resume uses this, not the files, which may have changed)."""
     import_plugins(data["pipeline"].get("plugins"), root=Path(pipeline_file).parent, file=pipeline_file)
-    return Loaded(pipeline=PipelineConfig.model_validate(data["pipeline"]),
+    pipeline = json.loads(json.dumps(data["pipeline"]))
+    for op in (pipeline.get("mutation") or {}).get("operators", ()):
+        for key, value in MUTATION_OPERATORS.get(op["kind"]).Settings.earlier_defaults.items():
+            op.setdefault(key, value)
+    return Loaded(pipeline=PipelineConfig.model_validate(pipeline),
                   population=PopulationConfig.model_validate(data["population"]),
                   pipeline_file=pipeline_file, population_file=population_file)
 

@@ -108,3 +108,85 @@ def test_loglik_reward_is_minus_the_model_loss_on_the_targets(tiny_models: Path)
     with torch.no_grad():
         loss = float(model(input_ids=ids, attention_mask=mask, labels=labels).loss)
     assert abs(loglik(model, tok, pairs)() + loss) < 1e-5
+
+
+def _llama(tmp_path: Path, *, tied: bool, bias: bool):
+    """A tiny Llama with tied embeddings and biased projections: every kind of weight the in-forward hooks cover."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from conftest import make_tokenizer
+
+    tok = make_tokenizer()
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, pad_token_id=0, bos_token_id=1, eos_token_id=1,
+                      tie_word_embeddings=tied, attention_bias=bias, mlp_bias=bias)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():  # biases and norms away from their zero and one inits
+            p.add_(0.05 * torch.randn(p.shape))
+    return model, tok
+
+
+@pytest.mark.parametrize("tied,bias", [(False, False), (True, True)])
+@pytest.mark.parametrize("kind", ["loglik", "exact_match"])
+def test_a_population_in_one_forward_equals_separate_perturbed_forwards(tmp_path: Path, tied, bias, kind):
+    """EGGROLL's batched evaluation: group g of one forward sees θ + s_g·ε(seed_g) through hooks; each reward equals
+    the reward of a copy of the model perturbed in place by the same noise (1e-5 in float32), and θ is untouched."""
+    import copy
+
+    from evomerge.mutation.es import forward_rewards
+    from evomerge.mutation.inforward import InForward
+    from evomerge.mutation.rewards import exact_match
+
+    model, tok = _llama(tmp_path, tied=tied, bias=bias)
+    seeds, sigma, rank = (11, 12, 13), 0.05, 2
+    prompts = ["Question: What is 12 + 34?\nAnswer:", "Question: What is 3 + 4?\nAnswer:", "Question: 9 - 5?\n"]
+    pairs = list(zip(prompts, [" 46", " 7", " 4"]))
+    if kind == "exact_match":  # the answers one perturbation gives, so that the members' rewards differ
+        one = copy.deepcopy(model)
+        perturb(es_parameters(one), seeds[0], sigma, rank=rank)
+        enc = tok(prompts[:2], return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+        out = one.generate(**enc, max_new_tokens=8, do_sample=False, pad_token_id=0)
+        pairs[:2] = zip(prompts, tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True))
+    make = {"loglik": lambda m: loglik(m, tok, pairs), "exact_match": lambda m: exact_match(m, tok, pairs)}[kind]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    expected = {}
+    for i, s in enumerate(seeds):
+        for sign in (1, -1):
+            other = copy.deepcopy(model)
+            perturb(es_parameters(other), s, sign * sigma, rank=rank)
+            expected.setdefault(i, []).append(make(other)())
+    params = es_parameters(model)
+    pop = InForward(model, params, rank=rank)
+    assert pop.plan is not None
+    reward = make(model)
+    for chunks in ([[0, 1, 2]], [[0], [1, 2]]):
+        with pop:
+            ours = forward_rewards(pop, reward, seeds, sigma, chunks)
+        for i in range(len(seeds)):
+            assert max(abs(a - b) for a, b in zip(ours[i], expected[i])) <= 1e-5, (chunks, i, ours[i], expected[i])
+    rewards = [v for vs in expected.values() for v in vs]  # the perturbations do differ
+    assert len({round(v, 6) for v in rewards}) == 6 if kind == "loglik" else min(rewards) < max(rewards)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not model._forward_hooks and reward() == make(copy.deepcopy(model))()  # hooks gone on exit
+
+
+def test_in_forward_iterations_replay_bit_exactly_with_updates_only(tiny_models: Path):
+    from evomerge.mutation.inforward import InForward
+
+    settings = EsSettings(sigma=0.01, learning_rate=0.005, rank=2, shaping="rank")
+    model, tok = _model(tiny_models), _tokenizer(tiny_models)
+    params = es_parameters(model)
+    reward, pop = loglik(model, tok, TARGET), InForward(model, params, rank=2)
+    records = [iterate(params, reward, [100 * it + k for k in range(4)], settings, population=pop) for it in range(3)]
+    assert all(r.in_forward for r in records)
+    child = {k: v.clone() for k, v in model.state_dict().items()}
+    parent = _model(tiny_models)
+    replay(es_parameters(parent), [IterationRecord.of({"seeds": r.seeds, "coefficients": r.coefficients,
+                                                       "in_forward": True}) for r in records], settings)
+    assert all(torch.equal(parent.state_dict()[k], child[k]) for k in child)
+    # the walk of an in-place iteration rounds θ; an in-forward iteration's replay must not walk
+    walked = _model(tiny_models)
+    replay(es_parameters(walked), [IterationRecord(r.seeds, r.coefficients) for r in records], settings)
+    assert any(not torch.equal(walked.state_dict()[k], child[k]) for k in child)

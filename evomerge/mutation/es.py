@@ -10,26 +10,34 @@ Differences from the ES-at-scale code, on purpose:
 - the update is accumulated in float32 whatever the model dtype, then rounded once into the weights.
 Low-rank noise (EGGROLL, arXiv 2511.16652): a matrix W (m×n) is perturbed by A·Bᵀ/√r with A (m×r), B (n×r) standard
 normal from the seed, so entries keep unit variance; the update Σ c_i A_i B_iᵀ is one matmul of rank P·r.
-Perturbation, restoration and update happen in place, tensor by tensor and, for large tensors, in chunks of at most
-CHUNK elements: the extra memory is one chunk of noise and one float32 accumulator of the same size.
+Two ways to evaluate the perturbations, recorded per iteration:
+- in the forward pass (low-rank noise with the loglik or exact_match reward; evomerge/mutation/inforward.py): the
+  population's perturbations are applied inside one batched forward, x·(W + σ·A·Bᵀ) = x·W + σ·(x·A)·Bᵀ, as EGGROLL
+  does; θ is never written while rewards are computed, one forward evaluates `pairs_per_forward` antithetic pairs;
+- in place (full-rank noise, the select reward, `evaluation: in_place`): perturbation and restoration are written
+  into the weights, tensor by tensor and, for large tensors, in chunks of at most CHUNK elements: the extra memory
+  is one chunk of noise and one float32 accumulator of the same size.
+The update is written in place either way.
 
 A member made by ES is recorded as its parent plus, per iteration, the pair seeds and the shaped coefficients:
-`replay` repeats exactly the same floating-point operations (perturbations, restorations, updates), so it
-rebuilds the member bit-exactly on the same device type.
+`replay` repeats exactly the same floating-point operations (the updates, and for in-place iterations the
+perturbations and restorations), so it rebuilds the member bit-exactly on the same device type.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Optional
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Literal, Optional
 
 import numpy as np
 from pydantic import Field, model_validator
 
 from evomerge.config import Frozen, OperatorSettings
+from evomerge.errors import EvomergeError
 from evomerge.executor.base import MutationJob
 from evomerge.mutation.base import Checkpoint, Mutant, MutationOperator
 from evomerge.records import MemberRecord, MutationStep
@@ -54,6 +62,12 @@ class IterationRecord:
     coefficients: tuple[float, ...]
     rewards_plus: tuple[float, ...] = ()
     rewards_minus: tuple[float, ...] = ()
+    in_forward: bool = False  # evaluated inside the forward pass: θ was not written before the update
+
+    @classmethod
+    def of(cls, data: dict) -> "IterationRecord":
+        """From a committed step's or a recipe's data."""
+        return cls(tuple(data["seeds"]), tuple(data["coefficients"]), in_forward=bool(data.get("in_forward")))
 
 
 def _stream_seed(seed: int, index: int) -> int:
@@ -92,6 +106,16 @@ def _chunks(p, seed: int, index: int):
 
 
 CHUNK = 1 << 21  # 2M elements (8 MB of float32): the largest noise buffer full-rank ES ever holds
+
+
+def noise(p, seed: int, index: int, rank: Optional[int]):
+    """ε of tensor `index` for `seed`, whole and in float32: what `perturb` adds to it with scale 1."""
+    import torch
+
+    if _low_rank(p, rank):
+        a, b = _factors(p, seed, index, rank)
+        return (a @ b.t()) / math.sqrt(rank)
+    return torch.cat([n.reshape(-1) for _, n in _chunks(p, seed, index)]).view(p.shape)
 
 
 def perturb(params: list, seed: int, scale: float, *, rank: Optional[int]) -> None:
@@ -205,19 +229,46 @@ def record_of(seeds: tuple[int, ...], rewards: dict[int, tuple[float, float]], s
                            rewards_minus=tuple(minus))
 
 
-def iterate(params: list, reward: Callable[[], float], seeds: Iterable[int], settings: EsSettings) -> IterationRecord:
-    """One ES iteration in place: evaluate every antithetic pair, then update. Returns its record for replay."""
+def iterate(params: list, reward: Callable[[], float], seeds: Iterable[int], settings: EsSettings,
+            population: Any = None, pairs_per_forward: int = 1) -> IterationRecord:
+    """One ES iteration: evaluate every antithetic pair (in place, or inside the forward pass, `pairs_per_forward`
+    pairs at a time, when `population`, an InForward over `params`, is given), then update. Returns its record."""
     seeds = tuple(int(s) for s in seeds)
-    record = record_of(seeds, walk_rewards(params, seeds, settings, reward), settings.shaping)
+    if population is None:
+        rewards = walk_rewards(params, seeds, settings, reward)
+    else:
+        with population as pop:
+            rewards = forward_rewards(pop, reward, seeds, settings.sigma, pair_groups(len(seeds), pairs_per_forward))
+    record = dataclasses.replace(record_of(seeds, rewards, settings.shaping), in_forward=population is not None)
     update(params, record, settings)
     return record
 
 
 def replay(params: list, records: Iterable[IterationRecord], settings: EsSettings) -> None:
-    """Rebuild an ES member from its parent: the same perturbations, restorations and updates, no forward pass."""
+    """Rebuild an ES member from its parent: the same updates (and, for iterations evaluated in place, the same
+    perturbations and restorations), no forward pass."""
     for record in records:
-        _walk(params, tuple(record.seeds), settings, lambda: None)
+        if not record.in_forward:
+            _walk(params, tuple(record.seeds), settings, lambda: None)
         update(params, record, settings)
+
+
+def pair_groups(pairs: int, per_forward: int) -> list[list[int]]:
+    """The antithetic pairs of an iteration in groups of `per_forward`: what one forward pass evaluates."""
+    return [list(range(start, min(start + per_forward, pairs))) for start in range(0, pairs, per_forward)]
+
+
+def forward_rewards(pop, reward, seeds: tuple[int, ...], sigma: float,
+                    chunks: Iterable[list[int]]) -> dict[int, tuple[float, float]]:
+    """(r+, r-) of the antithetic pairs in `chunks`, each chunk's pairs in one forward pass (`pop`: an open
+    InForward): the groups are θ + σε_i and θ − σε_i for each pair i of the chunk, in order."""
+    out = {}
+    for pairs in chunks:
+        pop.set([(seeds[i], sign * sigma) for i in pairs for sign in (1, -1)])
+        values = reward.groups(2 * len(pairs))
+        for j, i in enumerate(pairs):
+            out[i] = (float(values[2 * j]), float(values[2 * j + 1]))
+    return out
 
 
 def es_parameters(model) -> list:
@@ -258,6 +309,15 @@ class NoiseEs(MutationOperator):
         shaping: Literal["rank", "zscore"] = "rank"
         rank: Optional[int] = Field(4, ge=1, description="low-rank noise A·Bᵀ/√r for matrices (EGGROLL); null: full")
         reward: RewardSpec
+        evaluation: Literal["auto", "in_place"] = Field(
+            "auto", description="auto: low-rank noise with a loglik or exact_match reward is evaluated inside the "
+                                "forward pass (EGGROLL), anything else in place; in_place: always write the "
+                                "perturbations into the weights")
+        pairs_per_forward: int = Field(1, ge=1, description="antithetic pairs evaluated in one forward pass, in the "
+                                                            "forward (a GPU likes more; activations grow with it)")
+
+        # a run stored before in-forward evaluation existed keeps evaluating in place, as it was started
+        earlier_defaults: ClassVar[dict] = {"evaluation": "in_place"}
 
     color = "#D55E00"
     step_event = "es_iteration"
@@ -282,8 +342,9 @@ class NoiseEs(MutationOperator):
 
     @classmethod
     def units(cls, job: MutationJob) -> int:
-        """The independent evaluations of a step that workers can share: the antithetic pairs."""
-        return job.settings.pairs
+        """The independent evaluations of a step that workers can share: groups of `pairs_per_forward` antithetic
+        pairs (one forward pass each when evaluated in the forward)."""
+        return len(_pair_groups(job))
 
     @classmethod
     def steps(cls, job: MutationJob) -> int:
@@ -296,14 +357,14 @@ class NoiseEs(MutationOperator):
         record = record_of(_pair_seeds(job, it), rewards, op.shaping)
         mean = sum(record.rewards_plus + record.rewards_minus) / (2 * op.pairs)
         return ({"seeds": list(record.seeds), "coefficients": list(record.coefficients),
-                 "rewards_plus": list(record.rewards_plus), "rewards_minus": list(record.rewards_minus)},
+                 "rewards_plus": list(record.rewards_plus), "rewards_minus": list(record.rewards_minus),
+                 **({"in_forward": True} if _in_forward(job) else {})},
                 {"reward": mean})
 
     @classmethod
     def rebuild(cls, bench: "Workbench", model: Any, member: MemberRecord, run_dir: Path) -> Any:
         recipe = json.loads(member.recipe)
-        replay(es_parameters(model), [IterationRecord(tuple(i["seeds"]), tuple(i["coefficients"]))
-                                      for i in recipe["iterations"]],
+        replay(es_parameters(model), [IterationRecord.of(i) for i in recipe["iterations"]],
                EsSettings(sigma=recipe["sigma"], learning_rate=recipe["learning_rate"], rank=recipe["rank"],
                           shaping=recipe["shaping"]))
         return model
@@ -331,14 +392,20 @@ class EsSession:
     the reward's examples, and the iterations applied so far. A worker sharing an ES mutation's pairs keeps one."""
 
     def __init__(self, bench: "Workbench", model: Any, job: MutationJob) -> None:
+        from evomerge.mutation.inforward import InForward
+
         op = job.settings
         self.bench, self.model, self.job, self.settings = bench, model, job, _settings(op)
         self.params = es_parameters(model)
-        self.steps = [{"seeds": d["seeds"], "coefficients": d["coefficients"]} for d in job.steps_done]
-        replay(self.params, [IterationRecord(tuple(d["seeds"]), tuple(d["coefficients"])) for d in self.steps],
-               self.settings)
+        self.steps = [_recipe_step(d) for d in job.steps_done]
+        replay(self.params, [IterationRecord.of(d) for d in self.steps], self.settings)
         self.examples = None if op.reward.kind == "select" else bench.examples(op.reward.task, op.reward.data,
                                                                                job.data_root)
+        self.population = InForward(model, self.params, rank=op.rank) if _in_forward(job) else None
+        if self.population is not None and self.population.plan is None:
+            raise EvomergeError(f"{job.name}: this model has weights that noise ES cannot perturb inside the forward "
+                                "pass (a large weight outside its Linear and Embedding modules). Fix: set "
+                                "`evaluation: in_place` on the es operator")
 
     @property
     def done(self) -> int:
@@ -351,12 +418,19 @@ class EsSession:
         job = self.job
         reward = _reward(self.bench, job.settings, self.model, self.examples,
                          rng_for(job.seed, job.generation, job.slot, 2, it))
-        return walk_rewards(self.params, _pair_seeds(job, it), self.settings, reward, mine)
+        groups = _pair_groups(job)
+        chosen = groups if mine is None else [groups[u] for u in sorted(mine)]
+        seeds = _pair_seeds(job, it)
+        if self.population is not None:
+            with self.population as pop:
+                return forward_rewards(pop, reward, seeds, self.settings.sigma, chosen)
+        return walk_rewards(self.params, seeds, self.settings, reward,
+                            None if mine is None else {i for pairs in chosen for i in pairs})
 
     def apply(self, data: dict) -> None:
         """The update of a step (its seeds and coefficients)."""
-        update(self.params, IterationRecord(tuple(data["seeds"]), tuple(data["coefficients"])), self.settings)
-        self.steps.append({"seeds": data["seeds"], "coefficients": data["coefficients"]})
+        update(self.params, IterationRecord.of(data), self.settings)
+        self.steps.append(_recipe_step(data))
 
     def finish(self) -> Mutant:
         op, job = self.job.settings, self.job
@@ -371,6 +445,25 @@ class EsSession:
 
 
 NoiseEs.Session = EsSession
+
+
+def _in_forward(job: MutationJob) -> bool:
+    """Whether the job's iterations are evaluated inside the forward pass: as its first committed step was, or, for
+    a mutation not yet begun, as its settings say."""
+    if job.steps_done:
+        return bool(job.steps_done[0].get("in_forward"))
+    op = job.settings
+    return op.evaluation == "auto" and op.rank is not None and op.reward.kind != "select"
+
+
+def _pair_groups(job: MutationJob) -> list[list[int]]:
+    return pair_groups(job.settings.pairs, job.settings.pairs_per_forward)
+
+
+def _recipe_step(data: dict) -> dict:
+    """What replay needs of a committed step."""
+    return {"seeds": data["seeds"], "coefficients": data["coefficients"],
+            **({"in_forward": True} if data.get("in_forward") else {})}
 
 
 def _pair_seeds(job: MutationJob, it: int) -> tuple[int, ...]:

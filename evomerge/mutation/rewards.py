@@ -11,7 +11,20 @@ from typing import Callable
 from evomerge.mutation.lora import _batch
 
 
-def loglik(model, tokenizer, examples: list[tuple[str, str]], *, max_length: int = 96) -> Callable[[], float]:
+class Reward:
+    """A reward on a fixed batch: `reward()` scores the model as it is; `reward.groups(g)` runs the batch g times in
+    one forward (g equal groups, for a population evaluated inside the forward pass: evomerge/mutation/inforward.py)
+    and returns one reward per group."""
+
+    def __init__(self, per_group: Callable[[int], list[float]], single: Callable[[], float]) -> None:
+        self.groups = per_group
+        self._single = single
+
+    def __call__(self) -> float:
+        return self._single()
+
+
+def loglik(model, tokenizer, examples: list[tuple[str, str]], *, max_length: int = 96) -> Reward:
     import torch
 
     input_ids, labels, mask = _batch(tokenizer, examples, max_length)
@@ -22,18 +35,18 @@ def loglik(model, tokenizer, examples: list[tuple[str, str]], *, max_length: int
 
     decoder, head = model.get_decoder(), model.get_output_embeddings()
 
-    def reward() -> float:
+    def logprobs(g: int):
         with torch.no_grad():
-            hidden = decoder(input_ids=input_ids, attention_mask=mask).last_hidden_state[:, :-1]
+            rows = keep.repeat(g, 1)
+            hidden = decoder(input_ids=input_ids.repeat(g, 1), attention_mask=mask.repeat(g, 1)).last_hidden_state
             # the vocabulary projection and its log-softmax only where a target token is predicted
-            picked = head(hidden[keep]).float()
-            logp = picked.gather(-1, targets[keep].unsqueeze(-1)).squeeze(-1) - picked.logsumexp(-1)
-        return float(logp.mean())
+            picked = head(hidden[:, :-1][rows]).float()
+            return picked.gather(-1, targets.repeat(g, 1)[rows].unsqueeze(-1)).squeeze(-1) - picked.logsumexp(-1)
 
-    return reward
+    return Reward(lambda g: logprobs(g).view(g, -1).mean(1).tolist(), lambda: float(logprobs(1).mean()))
 
 
-def exact_match(model, tokenizer, examples: list[tuple[str, str]], *, max_new_tokens: int = 8) -> Callable[[], float]:
+def exact_match(model, tokenizer, examples: list[tuple[str, str]], *, max_new_tokens: int = 8) -> Reward:
     import torch
 
     device = next(model.parameters()).device
@@ -42,10 +55,13 @@ def exact_match(model, tokenizer, examples: list[tuple[str, str]], *, max_new_to
     wanted = [c.strip() for _, c in examples]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
-    def reward() -> float:
+    def per_group(g: int) -> list[float]:
         with torch.no_grad():
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
+            out = model.generate(input_ids=enc["input_ids"].repeat(g, 1), attention_mask=enc["attention_mask"].repeat(
+                g, 1), max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
         texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-        return sum(t.strip().split("\n")[0].strip() == w for t, w in zip(texts, wanted)) / len(examples)
+        hits = [t.strip().split("\n")[0].strip() == w for t, w in zip(texts, wanted * g)]
+        n = len(examples)
+        return [sum(hits[i * n:(i + 1) * n]) / n for i in range(g)]
 
-    return reward
+    return Reward(per_group, lambda: per_group(1)[0])

@@ -10,7 +10,11 @@ and state; the survivors of each generation; every score (member or CMA-ES candi
 documents); every CMA-ES candidate; every mutation and its steps. tests/test_golden.py runs the same pipelines and
 demands the same snapshot: a change that alters a result must say so by re-recording this file.
 
-It was first recorded by the release before the registries and the executor (commit 21fa5e4).
+It was first recorded by the release before the registries and the executor (commit 21fa5e4), and re-recorded
+once, when noise ES began to evaluate low-rank perturbations inside the forward pass: the low-rank ES steps' rewards
+moved by at most 4.8e-7 and say `in_forward`, the ES settings gained `evaluation` and `pairs_per_forward`, and every
+member, survivor, score and coefficient stayed the same. first-release.json keeps the first release's own snapshots
+of `linear` and `ties`, on which runs that release made and killed must still end when resumed.
 """
 from __future__ import annotations
 
