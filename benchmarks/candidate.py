@@ -3,7 +3,8 @@
     python benchmarks/candidate.py                     # SmolLM2-135M, TIES, 100 arithmetic documents, bf16, 3 rounds
     python benchmarks/candidate.py --task evomerge_arc_easy --dtype float32 --method linear
     python benchmarks/candidate.py --quick             # 10 documents, 1 round: a smoke test
-    python benchmarks/candidate.py --shape 7b --device cuda --dtype bfloat16   # 7B-shaped random Llama on a GPU
+    python benchmarks/candidate.py --method all --no-baseline   # every method's merge and the scorer vs their floors
+    python benchmarks/candidate.py --shape 7b --device cuda --dtype bfloat16 --method all   # 7B-shaped, on a GPU
 
 Same process, same candidates, alternating rounds (a, b, a, b, ...), so that both paths see the same machine state:
 
@@ -113,9 +114,116 @@ def _tokens_needed(fitness, lm, limit: int) -> tuple[int, int]:
     return len(run), len(scored)
 
 
+METHODS = ["linear", "ties", "dare_ties", "task_arithmetic", "slerp"]
+
+
+def _resident_gib(merger) -> float:
+    """GiB of the tensors a ResidentMerge holds (parents or task vectors, base, precompute), each storage once."""
+    seen: dict = {}
+
+    def walk(obj) -> None:
+        if isinstance(obj, torch.Tensor):
+            seen[obj.untyped_storage().data_ptr()] = obj.untyped_storage().nbytes()
+        elif isinstance(obj, (list, tuple)):
+            for x in obj:
+                walk(x)
+        elif isinstance(obj, dict):
+            for x in obj.values():
+                walk(x)
+
+    for t in merger.tensors:
+        walk([t.base, t.inputs, t.aux])
+    walk(vars(merger.method))
+    return sum(seen.values()) / 2**30
+
+
+def _bench_method(method: str, args, paths: dict, model, tok, scorer, task_cfg, manager, root: Path, dtype) -> dict:
+    """One merge method: (a) vs (b) in alternating rounds (unless --no-baseline), then the merge alone."""
+    import lm_eval
+    from mergekit.io.tasks import LoaderCache
+    from transformers import AutoConfig
+
+    from evomerge.config import CrossoverSpec
+    from evomerge.crossover.fast import ResidentMerge
+    from evomerge.crossover.genome import Genome
+    from evomerge.crossover.merge import merge_to_disk
+
+    spec = CrossoverSpec(method=method, search=("weight", "density") if "ties" in method else ("weight",))
+    genome = Genome(spec, ("child-a", "child-b"), num_layers=AutoConfig.from_pretrained(paths["base"]).num_hidden_layers)
+    # candidates as CMA-ES would propose them around its start point
+    gen = torch.Generator().manual_seed(0)
+    xs = [[min(1.0, max(0.1, v + 0.15 * float(torch.randn(1, generator=gen)))) for v in genome.x0()]
+          for _ in range(args.rounds * 2 + 1)]
+    configs = [genome.merge_config(genome.params(x), paths={"child-a": paths["child-a"], "child-b": paths["child-b"]},
+                                   base_path=paths["base"], dtype=args.dtype) for x in xs]
+    cuda = args.device.startswith("cuda")
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    t1 = time.perf_counter()
+    merger = ResidentMerge(genome, configs[0], seed=0, device=args.device)
+    t2 = time.perf_counter()
+    merger.write(genome.params(xs[0]), model)  # compiles the kernel (cached on disk by torch afterwards)
+    scorer.evaluate(model, tok, "select")  # builds the tasks and tokenises the requests (once per run)
+    t3 = time.perf_counter()
+    setup = {"resident parents (precompute)": t2 - t1, "first candidate (compile, build tasks)": t3 - t2}
+
+    def ours(x) -> tuple[float, float, float]:
+        _sync(args.device)
+        t = time.perf_counter()
+        merger.write(genome.params(x), model)
+        _sync(args.device)
+        m = time.perf_counter()
+        results = scorer.evaluate(model, tok, "select").results
+        e = time.perf_counter()
+        return e - t, m - t, results[args.task]["acc"]
+
+    def theirs(config) -> tuple[float, float, float]:
+        out = root / "merged"
+        t = time.perf_counter()
+        merge_to_disk(config, out, seed=0, device=args.device)
+        m = time.perf_counter()
+        res = lm_eval.simple_evaluate(model="hf", model_args={"pretrained": str(out), "dtype": args.dtype,
+                                                              "use_cache": True},
+                                      tasks=[task_cfg], limit=args.docs, batch_size=args.batch_size,
+                                      device=args.device, log_samples=False, verbosity="WARNING",
+                                      task_manager=manager, bootstrap_iters=0)
+        shutil.rmtree(out)
+        LoaderCache().flush_all()
+        e = time.perf_counter()
+        return e - t, m - t, res["results"][args.task]["acc,none"]
+
+    rows = {"a": [], "b": []}
+    for r in range(args.rounds):
+        for which in ("a", "b") if args.baseline else ("b",):
+            i = 1 + 2 * r + (which == "b")
+            total, merge, acc = theirs(configs[i]) if which == "a" else ours(xs[i])
+            rows[which].append((total, merge, acc))
+            print(f"{method} round {r + 1} ({which}): {total:7.2f} s (merge {merge:.3f} s) acc {acc:.3f}",
+                  file=sys.stderr)
+    # both paths on the same candidate give the same accuracy
+    check = (theirs(configs[1])[2], ours(xs[1])[2]) if args.baseline else None
+    merge_times = []
+    for x in xs[:5]:
+        _sync(args.device)
+        t = time.perf_counter()
+        merger.write(genome.params(x), model)
+        _sync(args.device)
+        merge_times.append(time.perf_counter() - t)
+    out = {"method": method, "b": statistics.median(t for t, _, _ in rows["b"]), "merge": statistics.median(merge_times),
+           "setup": setup, "check": check, "resident_gib": _resident_gib(merger),
+           "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+           "inputs": 3 if genome.method.uses_base else 2}
+    if args.baseline:
+        out["a"] = statistics.median(t for t, _, _ in rows["a"])
+        out["a_merge"] = statistics.median(m for _, m, _ in rows["a"])
+    del merger
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--method", default="ties", choices=["linear", "ties", "dare_ties", "task_arithmetic", "slerp"])
+    ap.add_argument("--method", default="ties", choices=[*METHODS, "all"], help="a merge method, or all five")
     ap.add_argument("--task", default="evomerge_arith", help="a 4-choice task shipped with evomerge")
     ap.add_argument("--docs", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=3)
@@ -125,21 +233,21 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None,
                     help="(a)'s lm-eval batch size; default: none given, as mergekit-evolve's OnDiskMergeEvaluator "
                          "(--batch-size unset), so lm-eval's HF model uses 1")
+    ap.add_argument("--no-baseline", dest="baseline", action="store_false",
+                    help="skip (a), mergekit-evolve's path: only evomerge's merge and scorer against their floors")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     if args.quick:
         args.docs, args.rounds = 10, 1
 
-    import lm_eval
-    from mergekit.io.tasks import LoaderCache
+    from transformers import AutoConfig
 
-    from evomerge.config import CrossoverSpec, FitnessSpec
-    from evomerge.crossover.fast import ResidentMerge
-    from evomerge.crossover.genome import Genome
-    from evomerge.crossover.merge import merge_to_disk
+    from evomerge.config import FitnessSpec
+    from evomerge.devices import resolve
     from evomerge.fitness.lm_eval import Scorer, _read_task_config
     from evomerge.models import load_model, load_tokenizer, resolve_model
 
+    args.device = resolve(args.device)
     dtype = getattr(torch, args.dtype)
     root = Path(tempfile.mkdtemp(prefix="evomerge-bench-"))
     try:
@@ -147,88 +255,25 @@ def main() -> None:
         base_dir = Path(resolve_model("smollm2-135m-instruct")) if args.shape == "smollm2" else _random_7b(root, dtype)
         paths = _children(base_dir, root, dtype)
         setup_children = time.perf_counter() - t0
-        spec = CrossoverSpec(method=args.method, search=("weight", "density") if "ties" in args.method else ("weight",))
-        from transformers import AutoConfig
-
         model_cfg = AutoConfig.from_pretrained(base_dir)
-        genome = Genome(spec, ("child-a", "child-b"), num_layers=model_cfg.num_hidden_layers)
-        # candidates as CMA-ES would propose them around its start point
-        gen = torch.Generator().manual_seed(0)
-        xs = [[min(1.0, max(0.1, v + 0.15 * float(torch.randn(1, generator=gen)))) for v in genome.x0()]
-              for _ in range(args.rounds * 2 + 1)]
-        configs = [genome.merge_config(genome.params(x), paths={"child-a": paths["child-a"], "child-b": paths["child-b"]},
-                                       base_path=paths["base"], dtype=args.dtype) for x in xs]
-
         fit_spec = FitnessSpec.model_validate({"tasks": [{"task": args.task}], "select": {"split": "select",
                                                                                     "limit": args.docs},
                                                "report": {"split": "report", "limit": args.docs}})
         scorer = Scorer(fit_spec, device=args.device, engine="fast")
         manager = scorer._manager
         task_cfg = {**_read_task_config(manager, args.task), "test_split": "select"}
-
-        # (b) set-up, once per crossover: resident model, resident parents, compiled kernels, built tasks
         t0 = time.perf_counter()
-        model = load_model(paths["base"], dtype=args.dtype, device=args.device)
+        model = load_model(paths["base"], dtype=args.dtype, device=args.device)  # the resident evaluation model
         tok = load_tokenizer(paths["base"])
-        t1 = time.perf_counter()
-        merger = ResidentMerge(genome, configs[0], seed=0, device=args.device)
-        t2 = time.perf_counter()
-        merger.write(genome.params(xs[0]), model)  # compiles the kernel (cached on disk by torch afterwards)
-        scorer.evaluate(model, tok, "select")  # builds the tasks and tokenises the requests
-        t3 = time.perf_counter()
-        setup = {"load resident model": t1 - t0, "resident parents (precompute)": t2 - t1,
-                 "first candidate (compile, build tasks)": t3 - t2}
+        load_time = time.perf_counter() - t0
 
-        def ours(x) -> tuple[float, float, float]:
-            _sync(args.device)
-            t = time.perf_counter()
-            merger.write(genome.params(x), model)
-            _sync(args.device)
-            m = time.perf_counter()
-            results = scorer.evaluate(model, tok, "select").results
-            e = time.perf_counter()
-            return e - t, m - t, results[args.task]["acc"]
-
-        def theirs(config) -> tuple[float, float, float]:
-            out = root / "merged"
-            t = time.perf_counter()
-            merge_to_disk(config, out, seed=0, device=args.device)
-            m = time.perf_counter()
-            res = lm_eval.simple_evaluate(model="hf", model_args={"pretrained": str(out), "dtype": args.dtype,
-                                                                  "use_cache": True},
-                                          tasks=[task_cfg], limit=args.docs, batch_size=args.batch_size,
-                                          device=args.device, log_samples=False, verbosity="WARNING",
-                                          task_manager=manager, bootstrap_iters=0)
-            shutil.rmtree(out)
-            LoaderCache().flush_all()
-            e = time.perf_counter()
-            return e - t, m - t, res["results"][args.task]["acc,none"]
-
-        rows = {"a": [], "b": []}
-        for r in range(args.rounds):
-            for which in ("a", "b"):
-                i = 1 + 2 * r + (which == "b")
-                x = xs[i]
-                total, merge, acc = theirs(configs[i]) if which == "a" else ours(x)
-                rows[which].append((total, merge, acc))
-                print(f"round {r + 1} ({which}): {total:7.2f} s (merge {merge:.3f} s) acc {acc:.3f}", file=sys.stderr)
-        # both paths on the same candidate give the same accuracy
-        check_a = theirs(configs[1])[2]
-        check_b = ours(xs[1])[2]
+        results = [_bench_method(m, args, paths, model, tok, scorer, task_cfg, manager, root, dtype)
+                   for m in (METHODS if args.method == "all" else [args.method])]
 
         # floors
         numel = sum(p.numel() for p in model.parameters())
         elem = torch.finfo(dtype).bits // 8
-        inputs = 3 if args.method in ("ties", "dare_ties", "task_arithmetic") else 2
-        bytes_moved = (inputs + 1) * numel * elem
         bandwidth = _copy_bandwidth(args.device)
-        merge_times = []
-        for x in xs[:5]:
-            _sync(args.device)
-            t = time.perf_counter()
-            merger.write(genome.params(x), model)
-            _sync(args.device)
-            merge_times.append(time.perf_counter() - t)
         fast_lm = scorer._lm(model, tok)
         run_tokens, cont_tokens = _tokens_needed(scorer, fast_lm, args.docs)
         body = numel - model.get_input_embeddings().weight.numel()  # the tied head is counted below
@@ -241,34 +286,38 @@ def main() -> None:
             scorer.evaluate(model, tok, "select")
             _sync(args.device)
             fit_times.append(time.perf_counter() - t)
-
-        a = statistics.median(t for t, _, _ in rows["a"])
-        b = statistics.median(t for t, _, _ in rows["b"])
-        am = statistics.median(m for _, m, _ in rows["a"])
-        bm = statistics.median(merge_times)
         bf = statistics.median(fit_times)
+        model_gib = numel * elem / 2**30
+
         device = torch.cuda.get_device_name() if args.device.startswith("cuda") else \
             f"cpu ({torch.get_num_threads()} threads)"
-        print(f"\n{args.shape} {args.dtype} on {device}; {args.method} of two children over their base; {args.task} "
-              f"select, {args.docs} documents; (a) lm-eval batch size {args.batch_size or '1 (unset)'}; median of {args.rounds} "
-              f"alternating rounds")
-        print(f"\n{'per candidate':<44}{'seconds':>10}{'ratio':>10}")
-        print(f"{'(a) mergekit-evolve on-disk (merge+load+eval)':<44}{a:>10.3f}{1:>9.2f}x")
-        print(f"{'    of which mergekit run_merge to disk':<44}{am:>10.3f}")
-        print(f"{'(b) evomerge fast (resident merge + scorer)':<44}{b:>10.3f}{a / b:>9.1f}x faster")
-        print(f"\n{'merge alone':<44}{'seconds':>10}{'x floor':>10}")
-        print(f"{'bandwidth floor':<44}{bytes_moved / bandwidth:>10.3f}{1:>9.2f}x   "
-              f"({bytes_moved / 1e9:.2f} GB at {bandwidth / 1e9:.1f} GB/s copy)")
-        print(f"{'evomerge ResidentMerge.write':<44}{bm:>10.3f}{bm * bandwidth / bytes_moved:>9.2f}x")
-        print(f"{'mergekit run_merge (to disk)':<44}{am:>10.3f}{am * bandwidth / bytes_moved:>9.1f}x")
-        print(f"\n{'fitness alone':<44}{'seconds':>10}{'x floor':>10}")
-        print(f"{'FLOP floor':<44}{flops / matmul:>10.3f}{1:>9.2f}x   ({flops / 1e12:.2f} TFLOP: {run_tokens} tokens "
-              f"run, {cont_tokens} scored; {matmul / 1e9:.0f} GFLOP/s matmul)")
-        print(f"{'evomerge-fast scorer':<44}{bf:>10.3f}{bf * matmul / flops:>9.2f}x")
-        print(f"\nonce per crossover (b): " + ", ".join(f"{k} {v:.1f} s" for k, v in setup.items()))
-        print(f"children made in {setup_children:.1f} s; same candidate, accuracy (a) {check_a:.3f} vs (b) {check_b:.3f}")
-        print(json.dumps({"a": a, "b": b, "ratio": a / b, "merge": bm, "merge_floor": bytes_moved / bandwidth,
-                          "fitness": bf, "fitness_floor": flops / matmul, "setup": setup}))
+        print(f"\n{args.shape} {args.dtype} on {device}; two children over their base; {args.task} select, "
+              f"{args.docs} documents; (a) lm-eval batch size {args.batch_size or '1 (unset)'}; median of "
+              f"{args.rounds} {'alternating ' if args.baseline else ''}rounds; evaluation model {model_gib:.2f} GiB "
+              f"(loaded in {load_time:.1f} s)")
+        print(f"\nfitness alone: evomerge-fast scorer {bf:.3f} s = {bf * matmul / flops:.2f}x its FLOP floor "
+              f"{flops / matmul:.3f} s ({flops / 1e12:.2f} TFLOP: {run_tokens} tokens run, {cont_tokens} scored; "
+              f"{matmul / 1e9:.0f} GFLOP/s matmul)")
+        print(f"merge floor: (base + parents + output) bytes at {bandwidth / 1e9:.1f} GB/s copy\n")
+        peak = "peak GiB" if args.device.startswith("cuda") else ""
+        print(f"| method | (a) s | (b) s | (a)/(b) | merge s | merge floor s | x floor | mergekit run_merge s | "
+              f"resident GiB | {peak} |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in results:
+            floor = (r["inputs"] + 1) * numel * elem / bandwidth
+            a = f"{r['a']:.3f}" if "a" in r else "-"
+            ratio = f"{r['a'] / r['b']:.1f}x" if "a" in r else "-"
+            am = f"{r['a_merge']:.3f}" if "a_merge" in r else "-"
+            pk = f"{r['peak_gib']:.1f}" if r["peak_gib"] is not None else ""
+            print(f"| {r['method']} | {a} | {r['b']:.3f} | {ratio} | {r['merge']:.3f} | {floor:.3f} | "
+                  f"{r['merge'] / floor:.2f}x | {am} | {r['resident_gib']:.2f} | {pk} |")
+        for r in results:
+            print(f"{r['method']}: once per crossover " + ", ".join(f"{k} {v:.1f} s" for k, v in r["setup"].items())
+                  + (f"; same candidate, accuracy (a) {r['check'][0]:.3f} vs (b) {r['check'][1]:.3f}"
+                     if r["check"] else ""))
+        print(f"children made in {setup_children:.1f} s")
+        print(json.dumps({"results": results, "fitness": bf, "fitness_floor": flops / matmul,
+                          "bandwidth": bandwidth, "numel": numel}))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
