@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("run_dir", type=Path)
     r.add_argument("--split", choices=["select", "report"], default="select")
     r.add_argument("--format", choices=["table", "md", "csv", "json"], default="table")
+    r.add_argument("--pareto", action="store_true", help="mark each member's Pareto front over the per-task scores "
+                                                        "of the split (1: not dominated by any member)")
 
     r = sub.add_parser("lineage", help="a member's ancestry back to the seeds")
     r.add_argument("run_dir", type=Path)
@@ -134,8 +136,9 @@ def _advance(run, args) -> int:
     run.run()
     if not args.quiet:
         print(f"\nfinished in {time.time() - start:.0f} s\n")
-        _leaderboard(argparse.Namespace(run_dir=run.dir, split="select", format="table"))
-        _leaderboard(argparse.Namespace(run_dir=run.dir, split="report", format="table"))
+        pareto = run.cfg.survivor_selection.kind == "nsga2"  # what selection went by
+        _leaderboard(argparse.Namespace(run_dir=run.dir, split="select", format="table", pareto=pareto))
+        _leaderboard(argparse.Namespace(run_dir=run.dir, split="report", format="table", pareto=pareto))
     return 0
 
 
@@ -151,7 +154,7 @@ def _leaderboard(args) -> int:
     from evomerge import leaderboard
 
     store, loaded = _open(args.run_dir)
-    table = leaderboard.rows(store, loaded.pipeline, split=args.split)
+    table = leaderboard.rows(store, loaded.pipeline, split=args.split, pareto=args.pareto)
     names = [t.task for t in loaded.pipeline.fitness.tasks]
     if args.format == "table":
         spec = loaded.pipeline.fitness.split(args.split)
@@ -161,7 +164,9 @@ def _leaderboard(args) -> int:
             title=f"{loaded.pipeline.name}: {args.split} split '{spec.split}'"
                   f"{'' if spec.limit is None else f' (first {spec.limit} docs per task)'}",
             docs_note=f"weighted = {weights}; green: beats every seed member"
-                      + ("" if args.split == "report" else "; the report split is held out from selection"))
+                      + ("" if args.split == "report" else "; the report split is held out from selection")
+                      + ("; front 1: no member is at least as good on every task and better on one"
+                         if args.pareto else ""))
     else:
         print(leaderboard.render(table, fmt=args.format, split=args.split, task_names=names))
     return 0

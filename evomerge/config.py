@@ -140,6 +140,24 @@ class CmaSpec(Frozen):
         return self
 
 
+class RacingSpec(Frozen):
+    """Racing CMA-ES candidates (evomerge/crossover/racing.py): score each on growing shares of the select
+    documents and stop it once its upper confidence bound is below the best fully scored candidate's lower bound."""
+
+    schedule: tuple[float, ...] = Field((0.25, 0.5, 1.0), min_length=1,
+                                        description="shares of the select documents, increasing, the last 1.0")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="one-sided confidence of each bound")
+    bound: Literal["wilson", "hoeffding"] = "wilson"
+
+    @field_validator("schedule")
+    @classmethod
+    def _increasing(cls, schedule: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 < f <= 1 for f in schedule) or list(schedule) != sorted(set(schedule)) or schedule[-1] != 1:
+            raise ValueError(f"{list(schedule)} is not a schedule: give increasing shares in (0, 1] ending at 1.0, "
+                             "e.g. [0.25, 0.5, 1.0]")
+        return schedule
+
+
 class CrossoverSpec(Frozen):
     method: str = Field(description="a registered merge method (evomerge.registry.MERGE_METHODS)")
     search: tuple[str, ...] = ("weight",)
@@ -147,6 +165,8 @@ class CrossoverSpec(Frozen):
         None, ge=1, description="one parameter set per group of N layers; omit for one set per parent"
     )
     cma: CmaSpec = CmaSpec()
+    racing: Optional[RacingSpec] = Field(None, description="race candidates on growing document shares; omit: "
+                                                           "every candidate is scored on every select document")
 
     @field_validator("method")
     @classmethod
@@ -168,9 +188,28 @@ class SplitSpec(Frozen):
 
 
 class TaskSpec(Frozen):
-    task: str = Field(description="lm-eval task name (shipped with evomerge, or in an include_path folder)")
+    task: str = Field(description="lm-eval task name (shipped with evomerge, or in an include_path folder); with "
+                                  "`python`, the name its scores go by (default: the function's name)")
+    python: Optional[str] = Field(None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+                                  description="a Python fitness function, module:function, called as "
+                                              "f(model, tokenizer, *, split, limit, device, **args) -> {metric: value}")
+    args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the python function; a "
+                                                                   "`data` path is relative to the pipeline file")
     weight: float = Field(1.0, gt=0, **_Finite)
     metric: str = "acc"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("python"), str) and "task" not in data:
+            data = {**data, "task": data["python"].rpartition(":")[2]}
+        return data
+
+    @model_validator(mode="after")
+    def _args(self) -> "TaskSpec":
+        if self.args and self.python is None:
+            raise ValueError("`args` are keyword arguments of a `python` fitness function: drop them, or add `python`")
+        return self
 
 
 class FitnessSpec(Frozen):
@@ -251,6 +290,16 @@ class PipelineConfig(Frozen):
             raise ValueError("without crossover every child is a mutant of one parent: set mutation.rate: 1")
         if self.crossover is not None:
             MERGE_METHODS.get(self.crossover.method).check_parents(self.parents_per_child)
+        if self.crossover is not None and self.crossover.racing is not None:
+            from evomerge.crossover.racing import PROPORTIONS, proportion_tasks
+
+            if self.fitness.select.limit is None:
+                raise ValueError("crossover.racing scores shares of the select documents: set fitness.select.limit")
+            other = [t.task for t in self.fitness.tasks if t.task not in proportion_tasks(self.fitness)]
+            if other:
+                raise ValueError(f"crossover.racing bounds a share of documents, which task(s) {', '.join(other)} "
+                                 f"do not score: race only lm-eval tasks scored by {', '.join(PROPORTIONS)}, or drop "
+                                 "crossover.racing")
         return self
 
 

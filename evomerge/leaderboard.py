@@ -23,9 +23,12 @@ class Row:
     score: Optional[float]            # weighted score on the chosen split
     tasks: dict[str, Optional[float]]  # task -> its configured metric
     docs: dict[str, int]
+    front: Optional[int] = None        # with pareto: its Pareto front on this split's per-task scores (1 = best)
 
 
-def rows(store: Store, pipeline: PipelineConfig, *, split: str = "select") -> list[Row]:
+def rows(store: Store, pipeline: PipelineConfig, *, split: str = "select", pareto: bool = False) -> list[Row]:
+    """The members (not intermediates) best first; with `pareto`, each with its Pareto front over the per-task
+    scores of the split (evomerge/selection/pareto.py: what nsga2 selects by, on the select split)."""
     board = ScoreBoard(store, pipeline.fitness)
     out = []
     for m in store.members():
@@ -33,18 +36,34 @@ def rows(store: Store, pipeline: PipelineConfig, *, split: str = "select") -> li
             continue  # a merge that was mutated at once is part of its child's lineage, not a contender
         out.append((m, board.member(m.id, split)))
     out.sort(key=lambda e: (e[1].weighted is None, -(e[1].weighted or 0.0), e[0].id))
+    fronts: dict[int, int] = {}
+    if pareto:
+        from evomerge.selection.pareto import objectives, rank
+
+        contenders = {m.id: s for m, s in out if m.state is not MemberState.FAILED}
+        ranked = rank(objectives(contenders, [t.task for t in pipeline.fitness.tasks]))
+        fronts = {m: f + 1 for m, (f, _) in ranked.items()}
     return [Row(rank=i + 1, member=m.name, generation=m.generation, operator=m.operator, state=m.state.value,
-                score=s.weighted, tasks=s.tasks, docs=s.docs) for i, (m, s) in enumerate(out)]
+                score=s.weighted, tasks=s.tasks, docs=s.docs, front=fronts.get(m.id)) for i, (m, s) in enumerate(out)]
 
 
 def _cell(v: Optional[float]) -> str:
     return "-" if v is None else f"{v:.4f}"
 
 
-def render(table: list[Row], *, fmt: str, split: str, task_names: list[str]) -> str:
-    header = ["rank", "member", "gen", "operator", "state", f"{split} (weighted)", *task_names]
-    lines = [[str(r.rank), r.member, str(r.generation), r.operator, r.state, _cell(r.score),
+def _columns(table: list[Row], split: str, task_names: list[str]) -> tuple[list[str], list[list[str]]]:
+    """The header and the cells of every row (the front column only where fronts were computed)."""
+    pareto = any(r.front is not None for r in table)
+    header = ["rank", "member", "gen", "operator", "state", *(["front"] if pareto else []), f"{split} (weighted)",
+              *task_names]
+    lines = [[str(r.rank), r.member, str(r.generation), r.operator, r.state,
+              *([str(r.front) if r.front is not None else "-"] if pareto else []), _cell(r.score),
               *[_cell(r.tasks[t]) for t in task_names]] for r in table]
+    return header, lines
+
+
+def render(table: list[Row], *, fmt: str, split: str, task_names: list[str]) -> str:
+    header, lines = _columns(table, split, task_names)
     if fmt == "json":
         return json.dumps([asdict(r) for r in table], indent=2)
     if fmt == "csv":
@@ -66,17 +85,16 @@ def print_table(table: list[Row], *, split: str, task_names: list[str], title: s
     from rich.table import Table
 
     t = Table(title=title, caption=docs_note)
-    for col in ["rank", "member", "gen", "operator", "state", f"{split} (weighted)", *task_names]:
-        t.add_column(col, justify="right" if col in ("rank", "gen") or col.startswith(split) or col in task_names
-                     else "left")
+    header, lines = _columns(table, split, task_names)
+    for col in header:
+        t.add_column(col, justify="right" if col in ("rank", "gen", "front") or col.startswith(split)
+                     or col in task_names else "left")
     best_seed = max((r.score for r in table if r.generation == 0 and r.score is not None), default=None)
-    for r in table:
+    for r, line in zip(table, lines):
         style = "bold green" if best_seed is not None and r.score is not None and r.score > best_seed else None
         if r.state == MemberState.FAILED.value:
             style = "red"  # non-finite weights or outputs: listed, never ranked among the others
-        t.add_row(*(escape(cell) for cell in (str(r.rank), r.member, str(r.generation), r.operator, r.state,
-                                               _cell(r.score), *[_cell(r.tasks[n]) for n in task_names])),
-                  style=style)
+        t.add_row(*(escape(cell) for cell in line), style=style)
     console = Console()
     if not console.is_terminal:
         console.width = 200  # piped or logged: don't truncate columns to 80

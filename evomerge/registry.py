@@ -65,9 +65,11 @@ MUTATION_OPERATORS: Registry = Registry("mutation operator", {
 PARENT_SELECTORS: Registry = Registry("parent selector", {
     "tournament": "evomerge.selection.tournament:Tournament",
     "uniform": "evomerge.selection.uniform:Uniform",
+    "nsga2": "evomerge.selection.nsga2:Nsga2Parents",
 })
 SURVIVOR_SELECTORS: Registry = Registry("survivor selector", {
     "elitist": "evomerge.selection.elitist:Elitist",
+    "nsga2": "evomerge.selection.nsga2:Nsga2Survivors",
 })
 EXECUTORS: Registry = Registry("executor", {
     "serial": "evomerge.executor.serial:SerialExecutor",

@@ -122,7 +122,7 @@ class Workbench:
 
             load_into(model, merge_in_memory(job.merge_config(candidate.params), seed=job.seed,
                                              device=self.device))
-        return self._scored(model, "select", what="the merge")
+        return self._scored(model, "select", what="the merge", docs=candidate.docs)
 
     def _merger(self, job: CrossoverJob, candidate: Candidate):
         """The crossover's resident parents, read and precomputed on its first candidate here."""
@@ -157,14 +157,15 @@ class Workbench:
         self.scorer.release(model)
         return scored
 
-    def _scored(self, model, which: str, *, what: str):
-        """The model's scores on a split, or a failure if its weights or log-likelihoods are not finite."""
+    def _scored(self, model, which: str, *, what: str, docs: Optional[tuple[int, int]] = None):
+        """The model's scores on a split (documents start..stop-1 with `docs`), or a failure if its weights or
+        log-likelihoods are not finite."""
         from evomerge.fitness.lm_eval import Scored
 
         bad = nonfinite(model)
         if bad is not None:
             return Scored(results={}, docs={}, lm="", failure=f"{what} has non-finite weights ({bad})")
-        return self.scorer.evaluate(model, self.tokenizer, which)
+        return self.scorer.evaluate(model, self.tokenizer, which, docs=docs)
 
     def mutate(self, job: MutationJob, checkpoint: Callable[..., None]) -> Mutated:
         """Mutate the job's parent; the mutant is written to `job.out_dir` unless its weights are not finite."""

@@ -96,6 +96,21 @@ CASES = {
                                    ["pipeline.yaml", "crossover.cma", "budget 2", "popsize 3"]),
     "population larger than any generation": ("pipeline.yaml", "population_size: 3", "population_size: 1000",
                                               ["pipeline.yaml", "population_size", "1000", "at most 5"]),
+    # [5 of 6] and [6 of 6]
+    "limit past the split": ("pipeline.yaml", "select: {split: select, limit: 6}", "select: {split: select, limit: 400}",
+                             ["pipeline.yaml", "fitness.select.limit", "400", "has 300", "at most 300"]),
+    "racing without a limit": ("pipeline.yaml", "budget: 6}}\nfitness:\n  tasks: [{task: evomerge_arith, metric: acc}, "
+                               "{task: evomerge_arc_easy, metric: acc}]\n  select: {split: select, limit: 6}",
+                               "budget: 6}, racing: {}}\nfitness:\n  tasks: [{task: evomerge_arith, metric: acc}, "
+                               "{task: evomerge_arc_easy, metric: acc}]\n  select: {split: select}",
+                               ["pipeline.yaml", "racing", "fitness.select.limit"]),
+    "racing a python task": ("pipeline.yaml", "budget: 6}}\nfitness:\n  tasks: [{task: evomerge_arith, metric: acc}, "
+                             "{task: evomerge_arc_easy, metric: acc}]",
+                             "budget: 6}, racing: {}}\nfitness:\n  tasks: [{task: evomerge_arith, metric: acc}, "
+                             '{python: "evomerge.fitness.perplexity:heldout_loglik", metric: loglik}]',
+                             ["pipeline.yaml", "racing", "heldout_loglik", "acc_norm"]),
+    "racing schedule": ("pipeline.yaml", "budget: 6}}", "budget: 6}, racing: {schedule: [0.5, 0.2]}}",
+                        ["pipeline.yaml", "crossover.racing.schedule", "increasing shares"]),
     "include_path the whole disk": ("pipeline.yaml", "report: {split: report, limit: 6}",
                                     "report: {split: report, limit: 6}\n  include_path: [/]",
                                     ["pipeline.yaml", "fitness.include_path.0", "more than 5000"]),
@@ -133,7 +148,7 @@ def test_overlapping_documents_in_differently_named_splits(tiny_pipeline: Path):
     tasks.mkdir()
     rows = [f'{{"question": "{i} + 1", "choices": ["{i + 1}", "{i + 2}"], "gold": 0}}\n' for i in range(10)]
     (tasks / "a.jsonl").write_text("".join(rows))
-    (tasks / "b.jsonl").write_text("".join(rows[5:]))
+    (tasks / "b.jsonl").write_text("".join(rows[3:]))
     (tasks / "mini.yaml").write_text(
         "task: mini\ndataset_path: json\ndataset_kwargs: {data_files: {train: a.jsonl, first: a.jsonl, second: b.jsonl}}\n"
         "output_type: multiple_choice\ntest_split: first\ndoc_to_text: '{{question}} ='\n"

@@ -130,6 +130,27 @@ def test_html_report_in_headless_chromium(run_dir: Path, tmp_path: Path):
         values = [float(v) for v in column("report") if v != "–"]
         assert values == sorted(values)
 
+        # the Pareto fronts: a scatter per split; the select front's members listed with their held-out gap; the
+        # hostile seed, last on select and best on every report task, is the whole report front
+        board = {split: json.loads(evomerge("leaderboard", str(run_dir), "--pareto", "--split", split, "--format",
+                                            "json").stdout) for split in ("select", "report")}
+        fronts = {split: sorted(r["member"] for r in rows if r["front"] == 1) for split, rows in board.items()}
+        assert fronts["report"] == [HOSTILE] and HOSTILE not in fronts["select"]
+        assert page.locator("#pareto svg.chart").count() == 2
+        listed = page.eval_on_selector_all("#pareto table.fronts tbody tr", "rs => rs.map(r => r.children[0].textContent)")
+        assert sorted(listed) == fronts["select"]
+        assert all(cell.startswith(("+", "−", "±")) for cell in page.eval_on_selector_all(
+            "#pareto table.fronts td.gap", "cs => cs.map(c => c.textContent)"))
+        shot = tmp_path / "fronts.png"
+        page.locator("#pareto").screenshot(path=str(shot))
+        from matplotlib.image import imread
+
+        pixels = imread(str(shot))[..., :3]
+        select_blue = ((abs(pixels - [0x0b / 255, 0x5c / 255, 0xad / 255]) < 0.03).all(axis=-1)).sum()
+        report_amber = ((abs(pixels - [0xb4 / 255, 0x53 / 255, 0x09 / 255]) < 0.03).all(axis=-1)).sum()
+        assert pixels.shape[1] >= 800 and select_blue > 30 and report_amber > 10, (pixels.shape, select_blue,
+                                                                                  report_amber)
+
         # filters: generation 2 only, then the ES operator only
         page.select_option("#filter-gen", "2")
         generations = page.eval_on_selector_all("#board tbody tr", "rs => rs.map(r => r.children[2].textContent)")
@@ -160,7 +181,7 @@ def test_report_plots_and_errors(run_dir: Path, tmp_path: Path):
     result = evomerge("report", str(run_dir), "--plots", str(plots))
     assert result.returncode == 0, result.stderr
     names = sorted(p.name for p in plots.iterdir())
-    assert names == ["cmaes.png", "es.png", "fitness.png", "lineage.png", "select_vs_report.png"]
+    assert names == ["cmaes.png", "es.png", "fitness.png", "fronts.png", "lineage.png", "select_vs_report.png"]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000 for p in plots.iterdir())
     assert not (run_dir / "report.html").exists()  # --plots alone writes only the plots
 

@@ -1,6 +1,8 @@
 """The driver's side of a crossover: pick the parents, run CMA-ES over their merges (ask, evaluate through the
 executor, tell), and keep the best merge as the child. Every ask, every candidate's score and every tell is one
-transaction; a resumed crossover replays its told iterations into a fresh CMA-ES and goes on.
+transaction; a resumed crossover replays its told iterations into a fresh CMA-ES and goes on. With
+`crossover.racing`, candidates are scored on growing shares of the select documents and stopped once they cannot
+win (evomerge/crossover/racing.py): every rung's scores are stored, so a resumed race makes the same decisions.
 """
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from typing import Optional
 from evomerge import ids
 from evomerge.context import RunContext
 from evomerge.crossover.cma import CmaSearch
+from evomerge.crossover.racing import beaten, combine, estimate, proportion_tasks, rung_limits
 from evomerge.errors import EvomergeError
 from evomerge.executor.base import Candidate, CrossoverJob
 from evomerge.records import CrossoverRecord, MemberState, by_task, candidate_subject, member_subject
@@ -73,11 +76,14 @@ class CrossoverStage:
             raise EvomergeError(f"crossover {rec.id} iteration {it}: the stored proposals are not what CMA-ES asks "
                                 "when it replays the run. Fix: resume with the release that started the run")
         scores = {c.id: c.score for c in cands}
-        pending = [Candidate(key=c.id, params=c.params) for c in cands if not c.done]
-        for cand, scored in ctx.executor.evaluate(job, pending):
-            scores[cand.key] = self._record(cand, scored, idx=next(c.idx for c in cands if c.id == cand.key),
-                                            iteration=it, best=_best(scores.values()))
-            ctx.reporter.advance(bar)
+        if ctx.cfg.crossover.racing is not None:
+            self._race(rec, job, cands, scores, bar)
+        else:
+            pending = [Candidate(key=c.id, params=c.params) for c in cands if not c.done]
+            for cand, scored in ctx.executor.evaluate(job, pending):
+                scores[cand.key] = self._record(cand, scored, idx=next(c.idx for c in cands if c.id == cand.key),
+                                                iteration=it, best=_best(scores.values()))
+                ctx.reporter.advance(bar)
         search.tell(xs, [scores[c.id] for c in cands])
         with ctx.store.transaction():
             ctx.store.set_crossover_iteration(rec.id, it + 1)
@@ -105,10 +111,113 @@ class CrossoverStage:
                          f"{max(value, best if best is not None else value):.4f}) {_fmt_params(cand.params)}")
         return value
 
-    def _finish(self, rec: CrossoverRecord, job: CrossoverJob, *, name: str, intermediate: bool) -> int:
-        """The best candidate becomes the child (ties: the first); if every candidate failed, a failed child."""
+    # ------------------------------------------------------------ racing
+
+    def _race(self, rec: CrossoverRecord, job: CrossoverJob, cands: list, scores: dict, bar) -> None:
+        """Race an iteration's candidates: every pending one's first rung at once (workers score them side by side),
+        then each in turn, rung by rung, against the best candidate scored on every document before it."""
         ctx = self.ctx
-        scored = [c for c in ctx.store.candidates(rec.id) if c.score is not None]
+        limits = rung_limits(ctx.cfg.crossover.racing, ctx.cfg.fitness.select.limit)
+        pending = [c for c in cands if not c.done]
+        first = [Candidate(key=c.id, params=c.params, docs=(0, limits[0])) for c in pending
+                 if not self._rung(c.id, limits[0])]
+        failed = set()
+        for cand, scored in ctx.executor.evaluate(job, first):
+            if self._store_rung(cand.key, scored, limits[0], previous=None) is None:
+                failed.add(cand.key)
+        for c in pending:
+            if c.id not in failed:
+                scores[c.id] = self._race_one(rec, job, c, limits)
+            ctx.reporter.advance(bar)
+
+    def _race_one(self, rec: CrossoverRecord, job: CrossoverJob, cand, limits: list[int]) -> Optional[float]:
+        """One candidate's later rungs: its told score (the full score, or its estimate where it stopped)."""
+        ctx = self.ctx
+        spec = ctx.cfg.crossover.racing
+        reference = self._reference(rec, before=(cand.iteration, cand.idx))
+        previous = None
+        for n in limits:
+            rung = self._rung(cand.id, n)
+            if rung is None:
+                start = previous[2] if previous else 0
+                scored = next(iter(ctx.executor.evaluate(job, [Candidate(key=cand.id, params=cand.params,
+                                                                          docs=(start, n))])))[1]
+                rung = self._store_rung(cand.id, scored, n, previous=previous)
+                if rung is None:
+                    return None
+            results, docs, _ = rung
+            est = estimate(results, docs, ctx.cfg.fitness, spec, proportions=proportion_tasks(ctx.cfg.fitness))
+            if n == limits[-1]:
+                self._tell(cand, est.value, f"select {est.value:.4f}")
+                return est.value
+            if beaten(est, reference):
+                self._tell(cand, est.value, f"stopped after {n} of {limits[-1]} documents per task: select "
+                                            f"{est.value:.4f} <= {est.high:.4f} < {reference.low:.4f}, the best's "
+                                            "lower bound", stopped=n, high=est.high, reference=reference.low)
+                return est.value
+            previous = rung
+        raise AssertionError("unreachable: the last rung is the select limit")
+
+    def _rung(self, candidate_id: int, n: int) -> Optional[tuple[dict, dict, int]]:
+        """A stored rung: (results, documents per task, its limit) of the candidate on its first n documents."""
+        key = {**self.ctx.board.key("select"), "limit": n}
+        rows = self.ctx.store.scores(candidate_subject(candidate_id), **key)
+        return (by_task(rows), {r.task: r.docs for r in rows}, n) if rows else None
+
+    def _store_rung(self, candidate_id: int, scored, n: int, *, previous) -> Optional[tuple[dict, dict, int]]:
+        """Commit the scores of a candidate on its first n documents (a slice's scores added to the previous
+        rung's), or its failure; None if it failed."""
+        ctx = self.ctx
+        subject = candidate_subject(candidate_id)
+        if scored.failure is not None:
+            with ctx.store.transaction():
+                ctx.store.set_candidate_failure(candidate_id, scored.failure)
+                ctx.store.add_event("candidate_failed", subject=subject, reason=scored.failure)
+            ctx.reporter.log(f"  candidate {candidate_id}: FAILED, {scored.failure}")
+            return None
+        results, docs = combine(previous, scored.results, scored.docs)
+        key = {**ctx.board.key("select"), "limit": n}
+        with ctx.store.transaction():
+            ctx.store.add_scores(subject, **key, results=results, docs=docs)
+            ctx.store.add_event("scored", subject=subject, split=key["split"], limit=n,
+                                documents=sum(scored.docs.values()), score=ctx.cfg.fitness.weighted(results),
+                                lm=scored.lm)
+        return results, docs, n
+
+    def _reference(self, rec: CrossoverRecord, *, before: tuple[int, int]):
+        """The bounds of the best candidate of the crossover scored on every document, among those before `before`
+        (iteration, index): what a later candidate must be able to beat."""
+        ctx = self.ctx
+        best = None
+        for c in ctx.store.candidates(rec.id):
+            if (c.iteration, c.idx) >= before or c.score is None:
+                continue
+            rows = ctx.store.scores(candidate_subject(c.id), **ctx.board.key("select"))
+            if rows and (best is None or c.score > best[0]):
+                best = (c.score, by_task(rows), {r.task: r.docs for r in rows})
+        if best is None:
+            return None
+        return estimate(best[1], best[2], ctx.cfg.fitness, ctx.cfg.crossover.racing,
+                        proportions=proportion_tasks(ctx.cfg.fitness))
+
+    def _tell(self, cand, value: float, text: str, **stopped) -> None:
+        """Commit the score CMA-ES is told for a raced candidate."""
+        ctx = self.ctx
+        with ctx.store.transaction():
+            ctx.store.set_candidate_score(cand.id, value)
+            if stopped:
+                ctx.store.add_event("candidate_stopped", subject=candidate_subject(cand.id), **stopped)
+        ctx.reporter.log(f"  candidate {cand.iteration}.{cand.idx}: {text} {_fmt_params(cand.params)}")
+
+    # ------------------------------------------------------------ the child
+
+    def _finish(self, rec: CrossoverRecord, job: CrossoverJob, *, name: str, intermediate: bool) -> int:
+        """The best candidate scored on every select document becomes the child (ties: the first); if every
+        candidate failed, a failed child."""
+        ctx = self.ctx
+        full = ctx.board.key("select")
+        scored = [c for c in ctx.store.candidates(rec.id) if c.score is not None
+                  and (ctx.cfg.crossover.racing is None or ctx.store.scores(candidate_subject(c.id), **full))]
         best = max(scored, key=lambda c: (c.score, -c.iteration, -c.idx)) if scored else ctx.store.candidates(rec.id)[0]
         config = job.merge_config(best.params)
         state = MemberState.FAILED if not scored else MemberState.INTERMEDIATE if intermediate else MemberState.ALIVE

@@ -42,6 +42,7 @@ class Candidate:
     """One CMA-ES proposal to merge and score on the select split; `key` is the caller's (its candidate id)."""
     key: int
     params: dict
+    docs: Optional[tuple[int, int]] = None  # documents start..stop-1 of every task (racing); None: the split's limit
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,13 @@
 
 Tasks are found with `TaskManager(include_path=...)` in the folder of tasks shipped with evomerge plus the
 pipeline's include paths, built once per run for each split, and evaluated on models held in memory (`HFLM`).
+A task given as `python: module:function` is a Python fitness function instead, called on the same model:
+
+    def fitness(model, tokenizer, *, split: str, limit: int | None, device: str, **args) -> dict[str, float]
+
+(`split` is the split's name in the pipeline, `limit` its document limit; it returns its metrics, and may return
+`docs`, how many documents it scored). Its scores are stored and reused exactly as lm-eval's are.
+evomerge/fitness/perplexity.py is one: a held-out log-likelihood on a JSONL text file.
 """
 from __future__ import annotations
 
@@ -15,7 +22,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from evomerge.config import FitnessSpec, SplitSpec
-from evomerge.errors import ConfigError
+from evomerge.errors import ConfigError, EvomergeError
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 
@@ -55,9 +62,11 @@ class Scorer:
         self._file = pipeline_file
         self._paths = [str(TASKS_DIR), *include_paths]
         self._manager = TaskManager(include_path=self._paths, include_defaults=False)
-        self._configs = {t.task: self._task_config(i, t.task) for i, t in enumerate(spec.tasks)}
+        self._configs = {t.task: self._task_config(i, t.task) for i, t in enumerate(spec.tasks) if t.python is None}
+        self._functions = {t.task: self._function(i, t) for i, t in enumerate(spec.tasks) if t.python is not None}
         for i, t in enumerate(spec.tasks):
-            self._check_splits(i, t.task)
+            if t.python is None:
+                self._check_splits(i, t.task)
         self._loaded: dict[str, Any] = {}
         self._lms: dict[int, Any] = {}
 
@@ -85,6 +94,31 @@ class Scorer:
                               fix=f"use one of: {', '.join(metrics)}")
         return cfg
 
+    def _function(self, index: int, task) -> Any:
+        """A task's Python fitness function, imported (from the pipeline's folder too), with its arguments bound."""
+        import functools
+        import importlib
+        import sys
+
+        module, _, name = task.python.partition(":")
+        root = str(Path(self._file).parent)
+        if root not in sys.path:
+            sys.path.insert(0, root)
+        try:
+            fn = getattr(importlib.import_module(module), name)
+        except Exception as e:  # noqa: BLE001 - any failure of a user's module is a config problem to report
+            raise ConfigError(file=self._file, key=f"fitness.tasks.{index}.python",
+                              problem=f"cannot import {task.python!r} ({type(e).__name__}: {e})".replace("\n", " "),
+                              fix="give module:function of an importable module (a file NAME.py next to the "
+                                  "pipeline works)") from None
+        if not callable(fn):
+            raise ConfigError(file=self._file, key=f"fitness.tasks.{index}.python",
+                              problem=f"{task.python!r} is not a function", fix="name a function, module:function")
+        args = dict(task.args)
+        if isinstance(args.get("data"), str) and not Path(args["data"]).is_absolute():
+            args["data"] = str(Path(self._file).parent / args["data"])
+        return functools.partial(fn, **args)
+
     def _check_splits(self, index: int, name: str) -> None:
         files = self._configs[name].get("dataset_kwargs", {}).get("data_files")
         if not isinstance(files, dict):
@@ -96,8 +130,14 @@ class Scorer:
                                   problem=f"task {name!r} has no split {split.split!r} (it has {', '.join(files)})",
                                   fix="name one of the task's data_files splits")
             docs[which] = set()
-            lines = Path(files[split.split]).read_text().splitlines()
-            for n, line in enumerate(lines[:split.limit], start=1):
+            lines = [(n, line) for n, line in enumerate(Path(files[split.split]).read_text().splitlines(), start=1)
+                     if line.strip()]
+            if split.limit is not None and split.limit > len(lines):
+                raise ConfigError(file=self._file, key=f"fitness.{which}.limit",
+                                  problem=f"{split.limit} documents, but task {name!r} has {len(lines)} in its "
+                                          f"{split.split!r} split",
+                                  fix=f"use a limit of at most {len(lines)}, or omit it to score every document")
+            for n, line in lines[:split.limit]:
                 try:
                     docs[which].add(json.dumps(json.loads(line), sort_keys=True))
                 except json.JSONDecodeError as e:
@@ -114,7 +154,8 @@ class Scorer:
     def _tasks_for(self, which: str) -> Any:
         if which not in self._loaded:
             split = self._split(which)
-            specs = [{**self._configs[t.task], "test_split": split.split, "task": t.task} for t in self.spec.tasks]
+            specs = [{**self._configs[t.task], "test_split": split.split, "task": t.task} for t in self.spec.tasks
+                     if t.python is None]
             loaded = self._manager.load(specs)
             for task in loaded["tasks"].values():
                 task.set_config(key="num_fewshot", value=self.spec.num_fewshot)
@@ -128,24 +169,53 @@ class Scorer:
 
     # ------------------------------------------------------------ scoring
 
-    def evaluate(self, model, tokenizer, which: str) -> Scored:
-        """Score a model held in memory on the select or report split."""
+    def evaluate(self, model, tokenizer, which: str, docs: Optional[tuple[int, int]] = None) -> Scored:
+        """Score a model held in memory on the select or report split: on its first `limit` documents of every task,
+        or with `docs=(start, stop)` on documents start..stop-1 of every lm-eval task (racing scores a candidate
+        in slices; Python functions take no slices, so a crossover with one is not raced)."""
         from lm_eval.evaluator import evaluate
 
+        split = self._split(which)
         lm = self._lm(model, tokenizer)
+        results: Results = {}
+        counts: dict[str, int] = {}
+        lm_tasks = [t for t in self.spec.tasks if t.python is None]
         try:
-            out = evaluate(lm=lm, task_dict=self._tasks_for(which), limit=self._split(which).limit,
-                           bootstrap_iters=0, log_samples=False, verbosity="ERROR")
+            if lm_tasks:
+                window = {} if docs is None else {"samples": {t.task: list(range(*docs)) for t in lm_tasks}}
+                out = evaluate(lm=lm, task_dict=self._tasks_for(which), limit=None if docs else split.limit,
+                               bootstrap_iters=0, log_samples=False, verbosity="ERROR", **window)
+                for task in lm_tasks:
+                    raw = out["results"][task.task]
+                    results[task.task] = {k.split(",")[0]: float(v) for k, v in raw.items() if k.endswith(",none")
+                                          and "_stderr" not in k and isinstance(v, (int, float))}
+                    counts[task.task] = int(out["n-samples"][task.task]["effective"])
+            for task in self.spec.tasks:
+                if task.python is not None:
+                    results[task.task], counts[task.task] = self._call(task, model, tokenizer, split)
         except NonFinite as e:
             return Scored(results={}, docs={}, lm=type(lm).__name__, failure=str(e))
-        results: Results = {}
-        docs: dict[str, int] = {}
-        for task in self.spec.tasks:
-            raw = out["results"][task.task]
-            results[task.task] = {k.split(",")[0]: float(v) for k, v in raw.items()
-                                  if k.endswith(",none") and "_stderr" not in k and isinstance(v, (int, float))}
-            docs[task.task] = int(out["n-samples"][task.task]["effective"])
-        return Scored(results=results, docs=docs, lm=type(lm).__name__)
+        return Scored(results=results, docs=counts, lm=type(lm).__name__ if lm_tasks else "python")
+
+    def _call(self, task, model, tokenizer, split: SplitSpec) -> tuple[dict[str, float], int]:
+        """A Python fitness function's metrics and document count, checked: numbers, finite, the configured one."""
+        import torch
+
+        with torch.no_grad():
+            out = self._functions[task.task](model, tokenizer, split=split.split, limit=split.limit,
+                                             device=self.device)
+        where = f"the fitness function {task.python} (task {task.task!r})"
+        if not isinstance(out, dict) or not all(isinstance(v, (int, float)) for v in out.values()):
+            raise EvomergeError(f"{where} returned {type(out).__name__} {str(out)[:80]}, not a dict of numbers. "
+                                "Fix: return {metric: value, ...}")
+        metrics = {k: float(v) for k, v in out.items() if k != "docs"}
+        if task.metric not in metrics:
+            raise EvomergeError(f"{where} returned {', '.join(metrics) or 'no metric'}, not {task.metric!r}. Fix: set "
+                                f"the task's metric to one of them")
+        bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+        if bad:
+            raise NonFinite(f"{where} gave non-finite {', '.join(bad)}")
+        return metrics, int(out.get("docs", split.limit or 0))
 
     def _lm(self, model, tokenizer):
         if id(model) not in self._lms:

@@ -115,7 +115,10 @@ def collect(store: Store, pipeline: PipelineConfig, *, run_dir: Path) -> dict[st
     members = store.members()
     board = ScoreBoard(store, pipeline.fitness)
     scores = {which: board.members([m.id for m in members], which) for which in SPLITS}
+    fronts = _fronts(members, scores, [t.task for t in pipeline.fitness.tasks])
     out_members = _members(store, members, scores)
+    for m in out_members:
+        m["front"] = {which: fronts[which]["of"].get(m["id"]) for which in SPLITS}
     generations = store.generations()
     method = pipeline.crossover.method if pipeline.crossover is not None else None
     best = max((m for m in out_members if m["state"] != "intermediate" and m["select"] is not None),
@@ -136,6 +139,7 @@ def collect(store: Store, pipeline: PipelineConfig, *, run_dir: Path) -> dict[st
         },
         "colors": {**operator_colors(), **{m.operator: operator_color(m.operator) for m in members}},
         "members": out_members,
+        "fronts": {which: fronts[which]["front"] for which in SPLITS},
         "generations": _generations(members, generations, scores),
         "crossovers": _crossovers(store, method),
         "mutations": _mutations(store),
@@ -168,6 +172,20 @@ def _members(store: Store, members: list[MemberRecord], scores: dict[str, dict[i
             "tasks": tasks, "scores": _score_rows(store.scores(member_subject(m.id), any_limit=True)),
             "col": col, "row": row,
         })
+    return out
+
+
+def _fronts(members: list[MemberRecord], scores: dict[str, dict[int, Scores]], tasks: list[str]) -> dict:
+    """Per split: every contender's Pareto front over the per-task scores (1 = not dominated; the members that have
+    a score on every task) and the first front's members, in id order (evomerge/selection/pareto.py)."""
+    from evomerge.selection.pareto import objectives, rank
+
+    contenders = [m.id for m in members if m.state not in (MemberState.INTERMEDIATE, MemberState.FAILED)]
+    out = {}
+    for which in SPLITS:
+        points = objectives({i: scores[which][i] for i in contenders}, tasks)
+        ranked = {i: f + 1 for i, (f, _) in rank(points).items() if points[i] is not None}
+        out[which] = {"of": ranked, "front": sorted(i for i, f in ranked.items() if f == 1)}
     return out
 
 

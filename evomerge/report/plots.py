@@ -1,5 +1,6 @@
 """The report's charts as PNG files (matplotlib, imported only here): the lineage tree, fitness over generations,
-select against report fitness, each crossover's CMA-ES curve and each ES mutant's reward curve.
+select against report fitness, the Pareto fronts over the tasks, each crossover's CMA-ES curve and each ES mutant's
+reward curve.
 
     evomerge report runs/demo-20261123-120000 --plots plots/
 
@@ -184,6 +185,49 @@ def select_vs_report(data: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def fronts(data: dict[str, Any], path: Path) -> Path:
+    """The select front and the report front over the tasks (Pareto: no member beats a front member on every
+    task): a scatter of two tasks, or parallel coordinates of more; each front member labelled with its held-out gap."""
+    tasks = [t["task"] for t in data["run"]["tasks"]]
+    fig = _figure(9.2, 4.2)
+    for ax, which in zip(fig.subplots(1, 2), ("select", "report")):
+        members = [m for m in data["members"] if m["state"] not in ("intermediate", "failed")
+                   and all(m["tasks"][t][which] is not None for t in tasks)]
+        front = set(data["fronts"][which])
+        colour = "#0b5cad" if which == "select" else "#b45309"
+        if len(tasks) == 2:
+            others = [m for m in members if m["id"] not in front]
+            ax.scatter([m["tasks"][tasks[0]][which] for m in others], [m["tasks"][tasks[1]][which] for m in others],
+                       s=18, color="#c7ccd4", label="other members", zorder=2)
+            on = sorted((m for m in members if m["id"] in front),
+                        key=lambda m: (m["tasks"][tasks[0]][which], -m["tasks"][tasks[1]][which]))
+            xs, ys = [m["tasks"][tasks[0]][which] for m in on], [m["tasks"][tasks[1]][which] for m in on]
+            ax.plot(xs, ys, "-" if which == "select" else "--", color=colour, lw=1.5, label=f"{which} front", zorder=3)
+            ax.scatter(xs, ys, s=40, color=[_color(data, m["operator"]) for m in on], edgecolors="#111111",
+                       linewidths=0.8, zorder=4)
+            for m, x, y in zip(on, xs, ys):
+                gap = None if m["select"] is None or m["report"] is None else m["report"] - m["select"]
+                ax.annotate(f"{m['name']} ({'–' if gap is None else f'{gap:+.3f}'})", (x, y), fontsize=6,
+                            xytext=(4, 4), textcoords="offset points")
+            ax.set_xlabel(tasks[0], fontsize=8)
+            ax.set_ylabel(tasks[1], fontsize=8)
+            ax.legend(fontsize=7, frameon=False)
+        else:
+            ranges = [(min(m["tasks"][t][which] for m in members), max(m["tasks"][t][which] for m in members))
+                      if members else (0.0, 1.0) for t in tasks]
+            for m in sorted(members, key=lambda m: m["id"] in front):
+                ys = [(m["tasks"][t][which] - lo) / (hi - lo) if hi > lo else 0.5 for t, (lo, hi) in zip(tasks, ranges)]
+                on = m["id"] in front
+                ax.plot(range(len(tasks)), ys, color=_color(data, m["operator"]) if on else "#c7ccd4",
+                        lw=2 if on else 0.8, zorder=3 if on else 2)
+            ax.set_xticks(range(len(tasks)), tasks, fontsize=7, rotation=20)
+            ax.set_ylabel("score, lowest to highest per task", fontsize=8)
+        _panel(ax, f"{which} split: front of {len(front)} (label: held-out gap, report − select)", "")
+    fig.suptitle(f"{data['run']['name']}: Pareto fronts over the tasks", fontsize=10)
+    fig.savefig(path)
+    return path
+
+
 def _grid(n: int):
     """Small multiples, four to a row; wide enough for the title even with one panel."""
     from matplotlib.ticker import MaxNLocator
@@ -261,6 +305,8 @@ def write_all(data: dict[str, Any], out_dir: Path) -> list[Path]:
         return []
     written = [lineage(data, out_dir / "lineage.png"), fitness(data, out_dir / "fitness.png"),
                select_vs_report(data, out_dir / "select_vs_report.png")]
+    if len(data["run"]["tasks"]) >= 2:
+        written.append(fronts(data, out_dir / "fronts.png"))
     if data["crossovers"]:
         written.append(cmaes(data, out_dir / "cmaes.png"))
     if any(mu["rewards"] for mu in data["mutations"]):

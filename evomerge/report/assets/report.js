@@ -624,6 +624,84 @@
       el("div", { class: "chart-row" }, holder, scatter));
   }
 
+  // ------------------------------------------------------------------ Pareto fronts
+
+  function frontsSection() {
+    const tasks = RUN.tasks.map((t) => t.task);
+    if (tasks.length < 2) return null;
+    const row = el("div", { class: "chart-row" }, ["select", "report"].map((which) =>
+      tasks.length === 2 ? frontScatter(which, tasks) : frontParallel(which, tasks)));
+    return el("section", { id: "pareto" },
+      el("h2", { text: "Pareto fronts over the tasks" }),
+      el("p", { class: "muted", text: "A split's front: the members no other member beats on every task. The select front is what NSGA-II selection sees; the report front is the same on held-out documents, so a select-front member off the report front was picked by documents that did not carry over." }),
+      row, frontTable(tasks));
+  }
+
+  function contenders(which, tasks) {
+    return MEMBERS.filter((m) => m.state !== "intermediate" && m.state !== "failed" && tasks.every((t) => m.tasks[t][which] !== null));
+  }
+
+  function frontTitle(m, which, tasks) {
+    const scores = tasks.map((t) => `${t} ${fmt(m.tasks[t][which])}`).join(", ");
+    return `${m.name} (${m.operator}), ${which} front ${m.front[which] ?? "–"}: ${scores}; held-out gap ${fmtGap(gap(m.select, m.report))}`;
+  }
+
+  function frontScatter(which, tasks) {
+    const all = contenders(which, tasks);
+    const onFront = new Set(DATA.fronts[which]);
+    const point = (m) => ({ x: m.tasks[tasks[0]][which], y: m.tasks[tasks[1]][which], color: opColor(m.operator), ring: m.state === "alive", title: frontTitle(m, which, tasks) });
+    const front = all.filter((m) => onFront.has(m.id)).map(point).sort((a, b) => a.x - b.x || b.y - a.y);
+    return chart({
+      width: 420, height: 300, xLabel: `${tasks[0]} (${which})`, yLabel: `${tasks[1]} (${which})`,
+      series: [
+        { label: "other members", color: "#c7ccd4", points: all.filter((m) => !onFront.has(m.id)).map(point).map((q) => ({ ...q, color: null, ring: false })), radius: 4 },
+        { label: `${which} front`, color: which === "select" ? "#0b5cad" : "#b45309", points: front, line: true, width: 2, dash: which === "report" ? "6 4" : null },
+        { label: "front members, by operator", color: "#444444", points: front, radius: 6, legend: false },
+      ],
+      caption: `${which === "select" ? "Select" : "Report (held out)"} split. Ringed: alive. Hover a point for its scores and its held-out gap (report − select, weighted).`,
+    });
+  }
+
+  function frontParallel(which, tasks) {
+    const all = contenders(which, tasks);
+    const onFront = new Set(DATA.fronts[which]);
+    const W = 420, H = 300, M = { l: 30, r: 30, t: 24, b: 46 };
+    const X = (i) => M.l + i * (W - M.l - M.r) / (tasks.length - 1);
+    const ranges = tasks.map((t) => extent(all.map((m) => m.tasks[t][which])) || [0, 1]);
+    const Y = (i, v) => { const [lo, hi] = ranges[i]; return H - M.b - (hi - lo < 1e-12 ? 0.5 : (v - lo) / (hi - lo)) * (H - M.t - M.b); };
+    const root = sv("svg", { width: W, height: H, viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img" }, svgTitle(`${which} front, parallel coordinates`));
+    const grid = sv("g", { class: "grid" });
+    tasks.forEach((t, i) => {
+      grid.appendChild(sv("line", { class: "axis", x1: X(i), x2: X(i), y1: M.t, y2: H - M.b }));
+      grid.appendChild(sv("text", { x: X(i), y: H - M.b + 16, "text-anchor": "middle", text: truncate(t, 18) }));
+      grid.appendChild(sv("text", { x: X(i), y: M.t - 8, "text-anchor": "middle", text: fmt(ranges[i][1], 3) }));
+      grid.appendChild(sv("text", { x: X(i), y: H - M.b + 30, "text-anchor": "middle", text: fmt(ranges[i][0], 3) }));
+    });
+    root.appendChild(grid);
+    const ordered = [...all.filter((m) => !onFront.has(m.id)), ...all.filter((m) => onFront.has(m.id))];
+    for (const m of ordered) {
+      const d = tasks.map((t, i) => `${i ? "L" : "M"}${X(i)},${Y(i, m.tasks[t][which])}`).join("");
+      const front = onFront.has(m.id);
+      root.appendChild(sv("path", { d, fill: "none", stroke: front ? opColor(m.operator) : "#c7ccd4", "stroke-width": front ? 2.5 : 1, class: front ? "front-line" : null }, svgTitle(frontTitle(m, which, tasks))));
+    }
+    return el("figure", { class: "chart-wrap" }, root,
+      el("figcaption", { class: "caption", text: `${which === "select" ? "Select" : "Report (held out)"} split: one axis per task (its lowest to highest score); coloured lines are the front's members, by operator.` }));
+  }
+
+  function frontTable(tasks) {
+    const front = new Set(DATA.fronts.select);
+    const members = MEMBERS.filter((m) => front.has(m.id));
+    if (!members.length) return el("p", { class: "muted", text: "No member is scored on every task of the select split yet." });
+    const head = ["member", "operator", "state", ...tasks.flatMap((t) => [`${t} select`, `${t} report`]), "held-out gap", "report front"];
+    return el("table", { class: "mini fronts" },
+      el("thead", {}, el("tr", {}, head.map((h) => el("th", { text: h })))),
+      el("tbody", {}, members.map((m) => el("tr", { "data-id": m.id },
+        el("td", {}, memberButton(m.id)), el("td", { text: m.operator }), el("td", { text: m.state }),
+        tasks.flatMap((t) => [el("td", { class: "num", text: fmt(m.tasks[t].select) }), el("td", { class: "num", text: fmt(m.tasks[t].report) })]),
+        gapCell(gap(m.select, m.report)),
+        el("td", { text: m.front.report === null ? "–" : m.front.report === 1 ? "yes" : `no (front ${m.front.report})` })))));
+  }
+
   function cmaSection() {
     const xs = DATA.crossovers;
     if (!xs.length && !RUN.crossover) return null;
@@ -703,7 +781,7 @@
   }
   app.appendChild(leaderboard());
   app.appendChild(fitnessSection());
-  for (const section of [cmaSection(), esSection()]) if (section) app.appendChild(section);
+  for (const section of [frontsSection(), cmaSection(), esSection()]) if (section) app.appendChild(section);
   app.appendChild(el("footer", { class: "muted", text: `evomerge report of ${RUN.dir}. Self-contained: no network, no external files.` }));
   if (RUN.best !== null) select(RUN.best);
 })();
