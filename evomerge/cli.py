@@ -18,55 +18,133 @@ from typing import Optional
 from evomerge.errors import EvomergeError
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Help that shows every option's default and keeps the examples' lines as written."""
+
+
+RUN_DIR = "a run directory, as `evomerge run` printed it (e.g. runs/demo-20261130-120000)"
+EXAMPLES = {
+    "run": """examples:
+  evomerge run pipelines/demo.yaml
+  evomerge run pipelines/pareto.yaml --run-dir runs/pareto-1
+  evomerge run pipelines/demo.yaml 2>&1 | tee run.log     # a log: a line per step, progress every 30 s""",
+    "resume": """examples:
+  evomerge resume runs/demo-20261130-120000        # after Ctrl-C, a crash or kill -9: no score is computed twice""",
+    "status": """examples:
+  evomerge status runs/demo-20261130-120000        # works while the run goes on
+  watch -n 10 evomerge status runs/demo-20261130-120000""",
+    "leaderboard": """examples:
+  evomerge leaderboard runs/demo-20261130-120000
+  evomerge leaderboard runs/demo-20261130-120000 --split report --format md
+  evomerge leaderboard runs/pareto-20261130-120000 --pareto       # each member's Pareto front
+  evomerge leaderboard runs/demo-20261130-120000 --all --format csv > members.csv""",
+    "lineage": """examples:
+  evomerge lineage runs/demo-20261130-120000                 # the best member's tree
+  evomerge lineage runs/demo-20261130-120000 g2-c0
+  evomerge lineage runs/demo-20261130-120000 --format dot | dot -Tsvg > tree.svg""",
+    "export": """examples:
+  evomerge export runs/demo-20261130-120000 g1-c1 out/g1-c1
+  evomerge rebuild out/g1-c1 out/g1-c1-again          # from the export alone, without the run directory""",
+    "rebuild": """examples:
+  evomerge rebuild out/g1-c1 out/g1-c1-again
+  evomerge rebuild out/g1-c1 /tmp/check --device cuda""",
+    "check": """examples:
+  evomerge check runs/demo-20261130-120000 && cp -r runs/demo-20261130-120000 /backup/""",
+    "report": """examples:
+  evomerge report runs/demo-20261130-120000                     # runs/demo-.../report.html
+  evomerge report runs/demo-20261130-120000 -o report.html --plots plots/""",
+}
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="evomerge", description="Evolve a population of language models: mergekit "
-                                "crossover with CMA-ES weights, lm-eval selection, SQLite lineage.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = argparse.ArgumentParser(prog="evomerge", formatter_class=_Help,
+                                description="Evolve a population of language models: mergekit crossover with "
+                                            "CMA-ES weights, LoRA or noise-ES mutation, lm-eval selection, SQLite "
+                                            "lineage.", epilog="Start with: evomerge run pipelines/demo.yaml; then "
+                                                              "evomerge COMMAND --help for each command.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to do (each has --help)")
 
-    r = sub.add_parser("run", help="start a run from a pipeline file")
-    r.add_argument("pipeline", help="pipeline YAML, e.g. pipelines/demo.yaml")
-    r.add_argument("--run-dir", type=Path, help="where the run lives (default runs/<name>-<timestamp>)")
-    r.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    def command(name: str, help: str):
+        return sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".", epilog=EXAMPLES[name],
+                              formatter_class=_Help)
 
-    r = sub.add_parser("resume", help="continue a run after Ctrl-C, a crash or kill -9")
-    r.add_argument("run_dir", type=Path)
-    r.add_argument("--quiet", action="store_true")
+    _run_commands(command)
+    _inspect_commands(command)
+    return p
 
-    r = sub.add_parser("status", help="where a run stands: generation, step, best member, last events")
-    r.add_argument("run_dir", type=Path)
 
-    r = sub.add_parser("leaderboard", help="members ranked by weighted score")
-    r.add_argument("run_dir", type=Path)
-    r.add_argument("--split", choices=["select", "report"], default="select")
-    r.add_argument("--format", choices=["table", "md", "csv", "json"], default="table")
+def _run_commands(command) -> None:
+    """The verbs that compute: run, resume, export, rebuild."""
+    r = command("run", "start a run from a pipeline file")
+    r.add_argument("pipeline", type=Path, help="the pipeline YAML file (see README.md, 'Pipeline file')")
+    r.add_argument("--run-dir", type=Path, help="where the run lives; a new or empty directory "
+                                                "(default: runs/<name>-<timestamp>)")
+    r.add_argument("--quiet", action="store_true", help="print nothing but errors")
+
+    r = command("resume", "continue a run after Ctrl-C, a crash or kill -9")
+    r.add_argument("run_dir", type=Path, help=RUN_DIR)
+    r.add_argument("--quiet", action="store_true", help="print nothing but errors")
+
+    r = command("export", "write a member as an HF model directory with the recipe that rebuilds it")
+    r.add_argument("run_dir", type=Path, help=RUN_DIR)
+    r.add_argument("member", help="member name (evomerge leaderboard RUN_DIR --all lists them)")
+    r.add_argument("out_dir", type=Path, help="a new or empty directory for the model and its recipe")
+    r.add_argument("--keep-rebuilt", action="store_true",
+                   help="keep the retired ancestors rebuilt for the export in RUN_DIR/members")
+
+    r = command("rebuild", "rebuild an exported member from its recipe, without the run directory")
+    r.add_argument("export_dir", type=Path, help="a directory written by `evomerge export`")
+    r.add_argument("out_dir", type=Path, help="a new or empty directory for the rebuilt model")
+    r.add_argument("--device", help="where to compute (default: the run's device)")
+
+
+def _inspect_commands(command) -> None:
+    """The verbs that read a run: status, leaderboard, lineage, check, report."""
+    r = command("status", "where a run stands: generation, step under way, best member, last events")
+    r.add_argument("run_dir", type=Path, help=RUN_DIR)
+
+    r = command("leaderboard", "members ranked by weighted score, one column per task")
+    r.add_argument("run_dir", type=Path, help=RUN_DIR)
+    r.add_argument("--split", choices=["select", "report"], default="select",
+                   help="select: what selection saw; report: held-out documents")
+    r.add_argument("--format", choices=["table", "md", "csv", "json"], default="table", help="output format")
     r.add_argument("--pareto", action="store_true", help="mark each member's Pareto front over the per-task scores "
                                                         "of the split (1: not dominated by any member)")
+    r.add_argument("--all", action="store_true", help="list intermediates too (merges that were mutated at once)")
 
-    r = sub.add_parser("lineage", help="a member's ancestry back to the seeds")
-    r.add_argument("run_dir", type=Path)
+    r = command("lineage", "a member's ancestry back to the seeds, each edge with its operator and parameters")
+    r.add_argument("run_dir", type=Path, help=RUN_DIR)
     r.add_argument("member", nargs="?", help="member name (default: the best by select score)")
-    r.add_argument("--format", choices=["text", "dot"], default="text")
+    r.add_argument("--format", choices=["text", "dot"], default="text", help="text, or Graphviz DOT")
 
-    r = sub.add_parser("export", help="write a member as an HF model directory with its mergekit_config.yml")
-    r.add_argument("run_dir", type=Path)
-    r.add_argument("member")
-    r.add_argument("out_dir", type=Path)
+    r = command("check", "verify a run directory and fold its write-ahead log in, so that it can be copied")
+    r.add_argument("run_dir", type=Path, help=RUN_DIR)
 
-    r = sub.add_parser("check", help="verify a run directory and fold its write-ahead log in, so it can be copied")
-    r.add_argument("run_dir", type=Path)
-
-    r = sub.add_parser("report", help="one self-contained HTML page: lineage tree, leaderboard, charts; or PNG plots")
-    r.add_argument("run_dir", type=Path)
-    r.add_argument("-o", "--output", type=Path, help="HTML file to write (default RUN_DIR/report.html)")
+    r = command("report", "one self-contained HTML page (lineage tree, leaderboard, fronts, charts), or PNG plots")
+    r.add_argument("run_dir", type=Path, help=RUN_DIR)
+    r.add_argument("-o", "--output", type=Path, help="HTML file to write (default: RUN_DIR/report.html)")
     r.add_argument("--plots", type=Path, metavar="DIR",
                    help="write the charts as PNG files into DIR (then the HTML only if -o is given too)")
-    return p
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("evomerge")
+    except PackageNotFoundError:
+        return "(not installed)"
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args) or 0
+    except BrokenPipeError:  # `evomerge status RUN | head -3`: the reader has what it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that Python's own flush at exit does not fail again
+        return 0
     except EvomergeError as e:
         print(f"evomerge: error: {e}", file=sys.stderr)
         return 2
@@ -108,7 +186,11 @@ def _quiet_libraries() -> None:
 def _run(args) -> int:
     from evomerge.config import load_pipeline
 
-    load_pipeline(args.pipeline)  # fail on a bad file before importing torch and friends
+    load_pipeline(args.pipeline)  # fail on a bad file or run directory before importing torch and friends
+    if args.run_dir is not None:
+        from evomerge.store import check_new_run_dir
+
+        check_new_run_dir(args.run_dir)
     _quiet_libraries()
     from evomerge.evolution import Run
     from evomerge.progress import Reporter
@@ -137,8 +219,8 @@ def _advance(run, args) -> int:
     if not args.quiet:
         print(f"\nfinished in {time.time() - start:.0f} s\n")
         pareto = run.cfg.survivor_selection.kind == "nsga2"  # what selection went by
-        _leaderboard(argparse.Namespace(run_dir=run.dir, split="select", format="table", pareto=pareto))
-        _leaderboard(argparse.Namespace(run_dir=run.dir, split="report", format="table", pareto=pareto))
+        for split in ("select", "report"):
+            _leaderboard(argparse.Namespace(run_dir=run.dir, split=split, format="table", pareto=pareto, all=False))
     return 0
 
 
@@ -154,7 +236,7 @@ def _leaderboard(args) -> int:
     from evomerge import leaderboard
 
     store, loaded = _open(args.run_dir)
-    table = leaderboard.rows(store, loaded.pipeline, split=args.split, pareto=args.pareto)
+    table = leaderboard.rows(store, loaded.pipeline, split=args.split, pareto=args.pareto, intermediates=args.all)
     names = [t.task for t in loaded.pipeline.fitness.tasks]
     if args.format == "table":
         spec = loaded.pipeline.fitness.split(args.split)
@@ -211,25 +293,27 @@ def _export(args) -> int:
     member = _member(store, args.member, loaded)
     _quiet_libraries()
     from evomerge.evolution import Run
+    from evomerge.export import export
     from evomerge.registry import MERGE_METHODS
 
-    run = Run.resume(args.run_dir)
-    tmp = args.out_dir.with_name(".tmp-" + args.out_dir.name)
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        shutil.copytree(run.artifacts.materialise(member), tmp, ignore=shutil.ignore_patterns(".tmp-*"))
-        if member.operator in MERGE_METHODS:  # the merge as mergekit rebuilds it, parents at their paths now
-            (tmp / "mergekit_config.yml").write_text(run.artifacts.merge_config(member).to_yaml())
-        else:
-            (tmp / "evomerge_recipe.json").write_text(json.dumps(json.loads(member.recipe), indent=2) + "\n")
-        tmp.rename(args.out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        run.artifacts.discard_rebuilt()
-    print(f"exported {member.name} to {args.out_dir}")
+    export(Run.resume(args.run_dir), member, args.out_dir, keep_rebuilt=args.keep_rebuilt)
+    print(f"exported {member.name} to {args.out_dir}: an HF model directory, and evomerge_recipe.json with what "
+          "rebuilds it")
+    print(f"rebuild it without the run directory: evomerge rebuild {args.out_dir} OUT_DIR")
     if member.operator in MERGE_METHODS:
-        print(f"rebuild it with: mergekit-yaml {args.out_dir / 'mergekit_config.yml'} OUT_DIR"
-              f" --random-seed {member.params.get('seed', 0)}")
+        print(f"or with mergekit, while its parents are where they are: mergekit-yaml "
+              f"{args.out_dir / 'mergekit_config.yml'} OUT_DIR --random-seed {member.params.get('seed', 0)}")
+    return 0
+
+
+def _rebuild(args) -> int:
+    if args.out_dir.exists() and any(args.out_dir.iterdir()):
+        raise EvomergeError(f"{args.out_dir} exists and is not empty. Fix: give a new directory")
+    _quiet_libraries()
+    from evomerge.export import rebuild
+
+    rebuild(args.export_dir, args.out_dir, device=args.device)
+    print(f"rebuilt {args.export_dir} into {args.out_dir}")
     return 0
 
 
@@ -307,6 +391,13 @@ def _step(store, event: tuple[float, str, dict]) -> str:
         return "crossover: scoring CMA-ES candidates (merge + select split)"
     if kind == "es_iteration":
         return f"noise-ES mutation: iteration {d['iteration'] + 1} done, mean reward {d['reward']:.4f}"
+    if kind == "mutation_progress":
+        from evomerge.progress import duration
+
+        if d.get("done") is None:
+            return f"fine-tuning {d['member']} ({d['operator']}, {d['steps']} steps): starting"
+        left = "" if d.get("eta") is None else f", {duration(d['eta'])} left"
+        return f"fine-tuning {d['member']}, step {d['done']}/{d['steps']}{left} (loss {d['loss']:.3f})"
     if kind == "scored":
         return f"scoring members: {_subject(store, d['subject'])} done on {d['split']}"
     if kind == "member_added":
@@ -362,7 +453,7 @@ def _check(args) -> int:
 
 
 _COMMANDS = {"run": _run, "resume": _resume, "status": _status, "leaderboard": _leaderboard,
-             "lineage": _lineage, "export": _export, "report": _report, "check": _check}
+             "lineage": _lineage, "export": _export, "rebuild": _rebuild, "report": _report, "check": _check}
 
 
 if __name__ == "__main__":

@@ -255,6 +255,11 @@ SPLITS = ("select", "report")
 class MutationSpec(Frozen):
     rate: float = Field(ge=0, le=1, description="probability that a child is mutated")
     operators: tuple[Annotated[SerializeAsAny[OperatorSettings], _registered(MUTATION_OPERATORS)], ...] = Field(min_length=1)
+    keep: Literal["better", "always"] = Field(
+        "better", description="better: a crossover child's mutant replaces its merge only if its select score is not "
+                              "lower (else the merge is the child); always: the mutant is the child")
+
+    earlier_defaults: ClassVar[dict[str, Any]] = {"keep": "always"}  # runs stored before the setting existed
 
 
 class PipelineConfig(Frozen):
@@ -335,20 +340,60 @@ _FIXES = {
 }
 
 
+def _settings_names() -> set[str]:
+    """Every setting's name, in every block of a pipeline or population file (registered kinds included)."""
+    import typing
+
+    names: set[str] = set()
+    seen: set[type] = set()
+    todo: list[Any] = [PipelineConfig, PopulationConfig]
+    for registry in (MERGE_METHODS, MUTATION_OPERATORS, PARENT_SELECTORS, SURVIVOR_SELECTORS, EXECUTORS):
+        todo += [getattr(registry.get(n), "Settings", None) for n in registry.names()]
+    while todo:
+        t = todo.pop()
+        if isinstance(t, type) and issubclass(t, BaseModel):
+            if t in seen:
+                continue
+            seen.add(t)
+            for name, f in t.model_fields.items():
+                names.add(name)
+                todo.append(f.annotation)
+        else:
+            todo += [a for a in typing.get_args(t) if a is not None]
+    return names
+
+
+def _did_you_mean(e: dict, errors: list[dict]) -> str:
+    """For a misspelt key: the setting it most likely meant."""
+    import difflib
+
+    key = str(e["loc"][-1]) if e["loc"] else ""
+    if e["type"] == "missing":  # a required key missing beside an unknown one: the unknown one is likely it
+        extra = [str(o["loc"][-1]) for o in errors if o["type"] == "extra_forbidden" and o["loc"][:-1] == e["loc"][:-1]]
+        close = difflib.get_close_matches(key, extra, n=1, cutoff=0.6)
+        return f" (did you mean to write `{close[0]}` as `{key}`?)" if close else ""
+    if e["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(key, sorted(_settings_names()), n=1, cutoff=0.7)
+        return f" (did you mean `{close[0]}`?)" if close else ""
+    return ""
+
+
 def _describe(file: str, err: ValidationError) -> ConfigError:
     parts = []
-    for e in err.errors():
+    errors = err.errors()
+    for e in errors:
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        fix = _FIXES.get(e["type"], "correct the value")
+        hint = _did_you_mean(e, errors)
+        fix = _FIXES.get(e["type"], "correct the value") + hint
         msg = e["msg"].removeprefix("Value error, ")
         if "registered:" in msg:
             fix = "use a registered name, or list the module that registers yours under `plugins`"
         if isinstance(e.get("input"), (str, int, float, bool)) and e["type"] != "missing":
             msg += f" (got {e['input']!r})"
-        parts.append((key, msg, fix))
-    key, msg, fix = parts[0]
+        parts.append((key, msg, fix, hint))
+    key, msg, fix, _ = parts[0]
     if len(parts) > 1:
-        msg += "; also " + "; ".join(f"{k}: {m}" for k, m, _ in parts[1:])
+        msg += "; also " + "; ".join(f"{k}: {m}{h}" for k, m, _, h in parts[1:])
     return ConfigError(file=file, key=key, problem=msg, fix=fix)
 
 
@@ -465,9 +510,12 @@ def load_pipeline_dict(data: dict, *, pipeline_file: str, population_file: str) 
     """Rebuild a Loaded from the copy stored in a run (resume uses this, not the files, which may have changed)."""
     import_plugins(data["pipeline"].get("plugins"), root=Path(pipeline_file).parent, file=pipeline_file)
     pipeline = json.loads(json.dumps(data["pipeline"]))
-    for op in (pipeline.get("mutation") or {}).get("operators", ()):
-        for key, value in MUTATION_OPERATORS.get(op["kind"]).Settings.earlier_defaults.items():
-            op.setdefault(key, value)
+    if pipeline.get("mutation"):
+        for key, value in MutationSpec.earlier_defaults.items():
+            pipeline["mutation"].setdefault(key, value)
+        for op in pipeline["mutation"].get("operators", ()):
+            for key, value in MUTATION_OPERATORS.get(op["kind"]).Settings.earlier_defaults.items():
+                op.setdefault(key, value)
     return Loaded(pipeline=PipelineConfig.model_validate(pipeline),
                   population=PopulationConfig.model_validate(data["population"]),
                   pipeline_file=pipeline_file, population_file=population_file)

@@ -28,7 +28,7 @@ from evomerge.records import MemberState
 from evomerge.registry import EXECUTORS, SURVIVOR_SELECTORS
 from evomerge.scores import ScoreBoard
 from evomerge.scoring import Scoring
-from evomerge.store import create_store, open_store
+from evomerge.store import check_new_run_dir, create_store, open_store
 from evomerge.store.base import Store
 from evomerge.workbench import BenchSpec, Workbench
 
@@ -55,7 +55,7 @@ class Run:
         self.scoring = Scoring(self.ctx)
         mutation = MutationStage(self.ctx)
         self.seeding = Seeding(self.ctx, self.scoring, mutation)
-        self.breeding = Breeding(self.ctx, mutation)
+        self.breeding = Breeding(self.ctx, mutation, self.scoring)
         self.survivors = SURVIVOR_SELECTORS.get(self.cfg.survivor_selection.kind)(self.cfg.survivor_selection)
 
     def _workbench(self) -> Workbench:
@@ -79,9 +79,7 @@ class Run:
                         pipeline_file=loaded.pipeline_file)  # tasks, metrics, split overlap: before any directory
         Preflight(loaded, scorer).run()  # device, seeds, data, module names
         run_dir = Path(run_dir) if run_dir is not None else Path("runs") / f"{cfg.name}-{datetime.now():%Y%m%d-%H%M%S}"
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise EvomergeError(f"{run_dir} already exists and is not empty. "
-                                f"Fix: `evomerge resume {run_dir}` to continue it, or choose another --run-dir")
+        check_new_run_dir(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         created = create_store(store, run_dir, config={
             "pipeline": cfg.model_dump(mode="json"), "population": loaded.population.model_dump(mode="json"),

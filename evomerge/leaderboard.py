@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from dataclasses import asdict, dataclass
 from typing import Optional
 
@@ -26,13 +27,14 @@ class Row:
     front: Optional[int] = None        # with pareto: its Pareto front on this split's per-task scores (1 = best)
 
 
-def rows(store: Store, pipeline: PipelineConfig, *, split: str = "select", pareto: bool = False) -> list[Row]:
-    """The members (not intermediates) best first; with `pareto`, each with its Pareto front over the per-task
-    scores of the split (evomerge/selection/pareto.py: what nsga2 selects by, on the select split)."""
+def rows(store: Store, pipeline: PipelineConfig, *, split: str = "select", pareto: bool = False,
+         intermediates: bool = False) -> list[Row]:
+    """The members best first, intermediates only if asked; with `pareto`, each with its Pareto front over the
+    per-task scores of the split (evomerge/selection/pareto.py: what nsga2 selects by, on the select split)."""
     board = ScoreBoard(store, pipeline.fitness)
     out = []
     for m in store.members():
-        if m.state is MemberState.INTERMEDIATE:
+        if m.state is MemberState.INTERMEDIATE and not intermediates:
             continue  # a merge that was mutated at once is part of its child's lineage, not a contender
         out.append((m, board.member(m.id, split)))
     out.sort(key=lambda e: (e[1].weighted is None, -(e[1].weighted or 0.0), e[0].id))
@@ -40,7 +42,7 @@ def rows(store: Store, pipeline: PipelineConfig, *, split: str = "select", paret
     if pareto:
         from evomerge.selection.pareto import objectives, rank
 
-        contenders = {m.id: s for m, s in out if m.state is not MemberState.FAILED}
+        contenders = {m.id: s for m, s in out if m.state not in (MemberState.FAILED, MemberState.INTERMEDIATE)}
         ranked = rank(objectives(contenders, [t.task for t in pipeline.fitness.tasks]))
         fronts = {m: f + 1 for m, (f, _) in ranked.items()}
     return [Row(rank=i + 1, member=m.name, generation=m.generation, operator=m.operator, state=m.state.value,
@@ -79,16 +81,33 @@ def render(table: list[Row], *, fmt: str, split: str, task_names: list[str]) -> 
     raise ValueError(f"unknown format {fmt!r}")
 
 
+def short_labels(task_names: list[str]) -> dict[str, str]:
+    """Task names without the prefix they share (`evomerge_arith`, `evomerge_arc_easy` -> `arith`, `arc_easy`), cut
+    to 12 characters: columns that fit 80 columns; the table's caption says what each stands for."""
+    prefix = os.path.commonprefix(task_names) if len(task_names) > 1 else ""
+    prefix = prefix[:prefix.rfind("_") + 1]
+    labels = {}
+    for t in task_names:
+        short = t[len(prefix):] or t
+        labels[t] = short if len(short) <= 12 else short[:11] + "…"
+    return labels
+
+
 def print_table(table: list[Row], *, split: str, task_names: list[str], title: str, docs_note: str) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    t = Table(title=title, caption=docs_note)
+    labels = short_labels(task_names)
+    legend = ", ".join(f"{labels[t]} = {t}" for t in task_names if labels[t] != t)
+    t = Table(title=title, caption=docs_note + (f"; {legend}" if legend else ""), pad_edge=False)
     header, lines = _columns(table, split, task_names)
     for col in header:
-        t.add_column(col, justify="right" if col in ("rank", "gen", "front") or col.startswith(split)
-                     or col in task_names else "left")
+        numeric = col in ("rank", "gen", "front") or col.startswith(split) or col in task_names
+        label = "#" if col == "rank" else split if col.startswith(split) else labels.get(col, col)
+        t.add_column(label, justify="right" if numeric else "left", no_wrap=numeric,
+                     min_width=6 if col.startswith(split) or col in task_names else None,
+                     overflow="fold")
     best_seed = max((r.score for r in table if r.generation == 0 and r.score is not None), default=None)
     for r, line in zip(table, lines):
         style = "bold green" if best_seed is not None and r.score is not None and r.score > best_seed else None
@@ -96,6 +115,8 @@ def print_table(table: list[Row], *, split: str, task_names: list[str], title: s
             style = "red"  # non-finite weights or outputs: listed, never ranked among the others
         t.add_row(*(escape(cell) for cell in line), style=style)
     console = Console()
-    if not console.is_terminal:
-        console.width = 200  # piped or logged: don't truncate columns to 80
-    console.print(t)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 200  # piped or logged: don't truncate columns to 80 unless asked to
+    with console.capture() as captured:  # rich ends the process with status 1 on a closed pipe; Python's print
+        console.print(t)                 # raises BrokenPipeError, which the CLI ends quietly with
+    print(captured.get(), end="")

@@ -70,21 +70,39 @@ def _fmt(v: float | None) -> str:
 
 
 def text_tree(store: Store, member: MemberRecord, *, score: Callable[[int], float | None],
-              report: Callable[[int], float | None] | None = None) -> str:
-    """`score` gives a member's select fitness; `report`, if given, its held-out report fitness."""
+              report: Callable[[int], float | None] | None = None, width: int | None = None) -> str:
+    """`score` gives a member's select fitness; `report`, if given, its held-out report fitness. Lines are wrapped
+    to `width` (default: the terminal's width, or $COLUMNS; not wrapped in a pipe or a log, to stay greppable), each
+    continuation under its own branch of the tree."""
+    import os
+    import shutil
+    import sys
+    import textwrap
+
+    if width is None and (sys.stdout.isatty() or "COLUMNS" in os.environ):
+        width = shutil.get_terminal_size((100, 24)).columns
+    width = width or 10**6
+
     def label(m: MemberRecord) -> str:
         source = f" source={m.params['source']}" if m.operator == "seed" else ""
         held_out = "" if report is None else f" report {_fmt(report(m.id))}"
         return f"{m.name} (gen {m.generation}, {m.state.value}{source}) select {_fmt(score(m.id))}{held_out}"
 
-    lines = [label(member)]
+    def add(text: str, first: str, rest: str) -> None:
+        lines.extend(textwrap.wrap(text, width=max(40, width), initial_indent=first, subsequent_indent=rest,
+                                   break_long_words=False, break_on_hyphens=False) or [first])
+
+    lines: list[str] = []
+    add(label(member), "", "    ")
 
     def walk(m: MemberRecord, prefix: str) -> None:
         parents = [store.member(p) for p in m.parents]
         for i, p in enumerate(parents):
             last = i == len(parents) - 1
-            lines.append(f"{prefix}{'└' if last else '├'}── [{edge_label(m, p)}] {label(p)}")
-            walk(p, prefix + ("    " if last else "│   "))
+            below = prefix + ("    " if last else "│   ")
+            add(f"[{edge_label(m, p)}] {label(p)}", f"{prefix}{'└' if last else '├'}── ", below + ("    " if p.parents
+                                                                                                  else "  "))
+            walk(p, below)
 
     walk(member, "")
     return "\n".join(lines)
@@ -92,7 +110,8 @@ def text_tree(store: Store, member: MemberRecord, *, score: Callable[[int], floa
 
 def dot(store: Store, member: MemberRecord, *, score: Callable[[int], float | None],
         report: Callable[[int], float | None] | None = None) -> str:
-    """Graphviz DOT: seeds on the left, edges coloured by operator, survivors bold, the others dashed."""
+    """Graphviz DOT: seeds on the left, edges coloured by operator; alive members bold, retired ones dashed,
+    intermediates (merges mutated at once, never in the population) dotted on grey, failed ones red."""
     def q(s: str) -> str:
         return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
@@ -103,7 +122,9 @@ def dot(store: Store, member: MemberRecord, *, score: Callable[[int], float | No
         lines = [m.name, f"gen {m.generation} {m.operator}", f"select {_fmt(score(m.id))}"]
         if report is not None:
             lines.append(f"report {_fmt(report(m.id))}")
-        style = ", style=bold" if m.state.value == "alive" else ", style=dashed"
+        style = {"alive": ", style=bold", "retired": ", style=dashed",
+                 "intermediate": ', style="dotted,filled", fillcolor="#eeeeee"',
+                 "failed": ', style=dashed, color="#b42318"'}[m.state.value]
         text = "\n".join(lines)
         out.append(f"  {q(m.name)} [label={q(text)}{style}];")
     for m in members:

@@ -98,9 +98,11 @@ def tiny_pipeline(tiny_models, tmp_path) -> Path:
 
 
 def evomerge(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    """The real command line, in a subprocess."""
+    """The real command line, in a subprocess, its output read as a pipe or a log is (pytest's COLUMNS left out, so
+    that nothing is wrapped to a terminal's width)."""
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
     return subprocess.run([sys.executable, "-m", "evomerge.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env=env)
 
 
 def snapshot(run_dir: Path) -> dict:

@@ -92,7 +92,7 @@ def test_nsga2_keeps_a_member_no_one_dominates_that_elitist_drops(tiny_models: P
     assert dropped_by_elitist, "elitist kept both seeds: the tasks do not conflict in this run"
     assert dropped_by_elitist & kept & front, (kept, front, dropped_by_elitist)
     assert kept <= front  # three survivors, all on the first front
-    text = evomerge("leaderboard", str(runs["nsga2"]), "--pareto").stdout
+    text = " ".join(evomerge("leaderboard", str(runs["nsga2"]), "--pareto").stdout.split())
     assert "front" in text and "front 1: no member is at least as good on every task" in text
 
 

@@ -21,7 +21,7 @@ generations: 2
 population_size: 2
 children_per_generation: 2
 crossover: {method: della_linear, search: [weight, density], cma: {sigma0: 0.2, popsize: 2, budget: 2}}
-mutation: {rate: 1, operators: [{kind: gaussian_noise, scale: 0.02}]}
+mutation: {rate: 1, keep: always, operators: [{kind: gaussian_noise, scale: 0.02}]}
 survivor_selection: {kind: youngest}
 fitness:
   tasks: [{task: evomerge_arith, metric: acc}]
@@ -73,9 +73,16 @@ def test_members_of_plugin_operators_export_and_rebuild(toy_run: Path, tmp_path:
         result = evomerge("export", str(toy_run), name, str(out))
         assert result.returncode == 0, result.stderr
         assert AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == 4
-    assert json.loads((tmp_path / "g1-c0" / "evomerge_recipe.json").read_text())["scale"] == 0.02
+    chain = json.loads((tmp_path / "g1-c0" / "evomerge_recipe.json").read_text())["members"]
+    assert json.loads(next(m for m in chain if m["name"] == "g1-c0")["recipe"])["scale"] == 0.02
     assert "della_linear" in (tmp_path / "g2-c1-merge" / "mergekit_config.yml").read_text()
     assert sorted(p.name for p in (toy_run / "members").iterdir()) == ["g2-c0", "g2-c1"]  # nothing rebuilt stays
+    # the plugin's operators rebuild the member from the export alone
+    assert evomerge("rebuild", str(tmp_path / "g1-c0"), str(tmp_path / "again")).returncode == 0
+    from safetensors.torch import load_file
+
+    ours, again = (load_file(d / "model.safetensors") for d in (tmp_path / "g1-c0", tmp_path / "again"))
+    assert max(float((ours[k] - again[k]).abs().max()) for k in ours) <= 1e-6
 
 
 CASES = {
@@ -83,7 +90,7 @@ CASES = {
                      ["crossover.method", "unknown merge method 'frankenmerge'", "della_linear", "ties", "plugins"]),
     "mutation operator": ("kind: gaussian_noise", "kind: dropout",
                           ["mutation.operators.0", "unknown mutation operator 'dropout'", "gaussian_noise", "lora"]),
-    "survivor selector": ("kind: youngest}", "kind: nsga3}", ["survivor_selection", "nsga3", "elitist, youngest"]),
+    "survivor selector": ("kind: youngest}", "kind: nsga3}", ["survivor_selection", "nsga3", "elitist, nsga2, youngest"]),
     "plugin": ("plugins: [toy_plugin]", "plugins: [toy_plugin, no_such_module]",
                ["plugins.1", "cannot import 'no_such_module'"]),
 }

@@ -108,6 +108,12 @@ def test_html_report_in_headless_chromium(run_dir: Path, tmp_path: Path):
         assert page.text_content("#details h3") == merge.name
         assert page.text_content("#recipe").strip() == merge.recipe.strip()
         assert "merge_method: linear" in page.text_content("#recipe")
+        # at 1400 px the panel needs no horizontal scrollbar, and its parameters show without scrolling it
+        assert page.eval_on_selector("#details", "e => e.scrollWidth <= e.clientWidth"), "a horizontal scrollbar"
+        assert page.eval_on_selector_all("#details pre", "ps => ps.every(p => p.scrollWidth <= p.clientWidth)")
+        assert page.eval_on_selector("#details", """e => { const h = [...e.querySelectorAll('h4')].find(
+            x => x.textContent === 'Operator parameters'); return h.offsetTop - e.offsetTop < e.clientHeight; }""")
+        page.locator("#details").screenshot(path=str(tmp_path / "details.png"))
         lora = next(m for m in members if m.operator == "lora")
         page.click(f'#tree g.node[data-id="{lora.id}"]')
         assert json.loads(page.text_content("#recipe")) == json.loads(lora.recipe)

@@ -102,6 +102,15 @@ def test_members_are_immutable_but_for_state_and_weights(store):
         store.retire(a, state=MemberState.INTERMEDIATE)
     assert store.member(b).weights == "members/b"
     assert [m.name for m in store.members(state=MemberState.INTERMEDIATE)] == ["a"]
+    with pytest.raises(StoreConflict):  # only an intermediate comes back, and only once
+        with store.transaction():
+            store.promote(b, "members/b")
+    with store.transaction():
+        store.promote(a, "members/a")  # its mutant was rejected: the merge is the child
+    assert store.member(a).state is MemberState.ALIVE and store.member(a).weights == "members/a"
+    with pytest.raises(StoreConflict):
+        with store.transaction():
+            store.promote(a, "members/a")
 
 
 def test_crossovers_and_their_candidates(store):

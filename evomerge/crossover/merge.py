@@ -70,11 +70,14 @@ def merge_to_disk(config, out_dir: Path, *, seed: int, device: str = "cpu") -> N
     from mergekit.io.tasks import LoaderCache
     from mergekit.merge import run_merge
 
+    from evomerge.models import readable
+
     tmp = out_dir.with_name(".tmp-" + out_dir.name)
     shutil.rmtree(tmp, ignore_errors=True)
     with _ONE_AT_A_TIME:
         run_merge(config.model_copy(deep=True), str(tmp), _options(seed, device))  # it normalises in place
         LoaderCache().flush_all()
+    readable(tmp)
     tmp.rename(out_dir)
 
 

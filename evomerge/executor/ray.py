@@ -240,9 +240,10 @@ class RayExecutor(Executor):
         committed: list[dict] = []
         current = {"job": job}
 
-        def apply(step: int, data: dict, event: dict) -> None:
+        def apply(step: Optional[int], data: dict, event: dict) -> None:
             checkpoint(step, data, **event)
-            committed.append(data)
+            if step is not None:  # not a progress event
+                committed.append(data)
 
         def send(actor, index):
             queue = Queue(maxsize=0)

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from evomerge.preflight import Preflight
     from evomerge.workbench import Workbench
 
-# checkpoint(step, data, **event): commit one step of a mutation (the driver does it, in one transaction)
+# checkpoint(step, data, **event): commit one step of a mutation (the driver does it, in one transaction);
+# checkpoint(None, {}, **event): only an event saying how far the mutation is (`evomerge status` shows the last one)
 Checkpoint = Callable[..., None]
 
 

@@ -7,6 +7,7 @@ bit-exactly with `apply_adapter`.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import time
@@ -135,6 +136,29 @@ class _TrainState:
         return int(meta["steps_done"])
 
 
+class _Told:
+    """Progress events for the driver's store while a fine-tune runs (`evomerge status` reads them): at the first
+    step this process makes, then every `progress_seconds()`, with the steps done and an ETA."""
+
+    def __init__(self, checkpoint: Callable[..., None], member: str, operator: str, steps: int) -> None:
+        from evomerge.progress import progress_seconds
+
+        self.checkpoint, self.member, self.operator, self.steps = checkpoint, member, operator, steps
+        self.every, self.last, self.first = progress_seconds(), -math.inf, None
+
+    def __call__(self, step: int, loss: float) -> None:
+        now = time.monotonic()
+        if self.first is None:
+            self.first = (step, now)  # the pace is measured from this process's first step on
+        if now - self.last < self.every and step < self.steps:
+            return
+        self.last = now
+        done, since = self.first
+        eta = (now - since) / (step - done) * (self.steps - step) if step > done else None
+        self.checkpoint(None, {}, member=self.member, operator=self.operator, steps=self.steps, done=step,
+                        loss=round(loss, 4), eta=None if eta is None else round(eta, 1))
+
+
 @contextmanager
 def _deferred_interrupt():
     """Ctrl-C during a step is taken at the end of that step, so that what is saved is a whole step."""
@@ -203,11 +227,16 @@ class LoraMutation(MutationOperator):
         s = job.settings
         examples = bench.examples(s.task, s.data, job.data_root)
         source = s.task or s.data
-        bar = bench.progress.step(f"LoRA fine-tune {job.name} on {source}", total=s.steps)
-        merged = train_lora(model, bench.tokenizer, examples, s, adapter_dir=job.files_dir,
-                            on_step=lambda step, loss: bench.progress.advance(
-                                bar, description=f"LoRA fine-tune {job.name} on {source} (loss {loss:.3f})"))
-        bench.progress.log(f"{job.name}: LoRA fine-tune of {job.parent_name} on {source} ({s.steps} steps)")
+        what = f"LoRA fine-tune of {job.parent_name} into {job.name} on {source}"
+        bar = bench.progress.step(what, total=s.steps)
+        checkpoint(None, {}, member=job.name, operator=cls.name, steps=s.steps)  # `evomerge status`: under way
+        told = _Told(checkpoint, job.name, cls.name, s.steps)
+
+        def on_step(step: int, loss: float) -> None:
+            bench.progress.advance(bar, description=f"{what} (loss {loss:.3f})")
+            told(step, loss)
+
+        merged = train_lora(model, bench.tokenizer, examples, s, adapter_dir=job.files_dir, on_step=on_step)
         return Mutant(merged, {"parent": job.parent_name, "adapter": job.files_ref, "lora": s.model_dump(mode="json"),
                                "train_examples": len(examples)})
 

@@ -61,7 +61,14 @@ class MutationStage:
             ctx.reporter.log(f"{name}: FAILED, {mutated.failure}; it is left out of selection")
         return mid
 
-    def _checkpoint(self, mutation: Optional[MutationRecord], kind: str, step: int, data: dict, **event: Any) -> None:
+    def _checkpoint(self, mutation: Optional[MutationRecord], kind: str, step: Optional[int], data: dict,
+                    **event: Any) -> None:
+        """Commit a step the operator reports, with its event; step None: only a progress event (a fine-tune's
+        steps done and ETA, for `evomerge status`)."""
+        if step is None:
+            with self.ctx.store.transaction():
+                self.ctx.store.add_event("mutation_progress", **event)
+            return
         if mutation is None:
             raise RuntimeError(f"{kind}: a seed's fine-tune has no steps to commit")
         with self.ctx.store.transaction():

@@ -126,7 +126,7 @@ def collect(store: Store, pipeline: PipelineConfig, *, run_dir: Path) -> dict[st
     fit = pipeline.fitness
     return {
         "run": {
-            "name": pipeline.name, "dir": str(run_dir), "seed": pipeline.seed,
+            "name": pipeline.name, "dir": run_dir.name, "seed": pipeline.seed,
             "generations": pipeline.generations, "generations_done": len(generations),
             "finished": bool(store.events(kind="run_finished")),
             "population_size": pipeline.population_size, "children_per_generation": pipeline.children_per_generation,

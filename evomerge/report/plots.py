@@ -164,11 +164,16 @@ def select_vs_report(data: dict[str, Any], path: Path) -> Path:
                if m["state"] != "intermediate" and m["select"] is not None and m["report"] is not None]
     fig = _figure(4.6, 4.2)
     ax = fig.add_subplot()
+    from matplotlib.lines import Line2D
+
+    handles = []
     for op in sorted({m["operator"] for m in members}):
         group = [m for m in members if m["operator"] == op]
         ax.scatter([m["select"] for m in group], [m["report"] for m in group], s=36, color=_color(data, op),
                    edgecolors=["#111111" if m["state"] == "alive" else "white" for m in group], linewidths=1.2,
-                   label=op, zorder=3)
+                   zorder=3)
+        handles.append(Line2D([], [], ls="", marker="o", ms=6, color=_color(data, op), mec="white", label=op))
+    handles.append(Line2D([], [], ls="", marker="o", ms=6, color="#d0d7de", mec="#111111", mew=1.2, label="alive"))
     values = [v for m in members for v in (m["select"], m["report"])] or [0.0, 1.0]
     pad = max(0.02, (max(values) - min(values)) * 0.08)
     lo, hi = min(values) - pad, max(values) + pad
@@ -179,7 +184,7 @@ def select_vs_report(data: dict[str, Any], path: Path) -> Path:
     ax.set_xlabel("select fitness (seen by selection)")
     ax.set_ylabel("report fitness (held out)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, frameon=False)
+    ax.legend(handles=handles, fontsize=7, frameon=False)  # one swatch per operator, its own edge; then "alive"
     ax.set_title(f"{data['run']['name']}: select vs report (black edge: alive)", fontsize=9)
     fig.savefig(path)
     return path

@@ -109,6 +109,11 @@ class Store(abc.ABC):
         """An ALIVE member leaves the population (RETIRED), was a step of breeding (INTERMEDIATE) or failed."""
 
     @abc.abstractmethod
+    def promote(self, member_id: int, weights: str) -> None:
+        """An INTERMEDIATE merge whose mutant was rejected (`mutation.keep: better`) becomes the child: ALIVE, with
+        `weights`. The only way back to ALIVE."""
+
+    @abc.abstractmethod
     def set_weights(self, member_id: int, weights: Optional[str]) -> None:
         """Where the member's weights are now (None: nowhere)."""
 

@@ -112,6 +112,13 @@ class MemoryStore(Store):
             raise StoreConflict(f"member {member_id} is not alive")
         self._t.members[member_id] = replace(m, state=state, weights=None)
 
+    def promote(self, member_id: int, weights: str) -> None:
+        self._guard.check()
+        m = self._t.members.get(member_id)
+        if m is None or m.state is not MemberState.INTERMEDIATE:
+            raise StoreConflict(f"member {member_id} is not an intermediate")
+        self._t.members[member_id] = replace(m, state=MemberState.ALIVE, weights=weights)
+
     def set_weights(self, member_id: int, weights: Optional[str]) -> None:
         self._guard.check()
         self._t.members[member_id] = replace(self._t.members[member_id], weights=weights)

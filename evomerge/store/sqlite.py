@@ -220,6 +220,12 @@ class SqliteStore(Store):
         if cur.rowcount != 1:
             raise StoreConflict(f"member {member_id} is not alive")
 
+    def promote(self, member_id: int, weights: str) -> None:
+        cur = self._write("UPDATE members SET state=?, weights=? WHERE id=? AND state=?",
+                          (MemberState.ALIVE.value, weights, member_id, MemberState.INTERMEDIATE.value))
+        if cur.rowcount != 1:
+            raise StoreConflict(f"member {member_id} is not an intermediate")
+
     def set_weights(self, member_id: int, weights: Optional[str]) -> None:
         self._write("UPDATE members SET weights=? WHERE id=?", (weights, member_id))
 

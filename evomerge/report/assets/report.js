@@ -423,6 +423,8 @@
       el("thead", {}, el("tr", {}, ["", "select", "report", "gap"].map((h) => el("th", { text: h })))),
       el("tbody", {}, rows.map(([label, s, r]) => el("tr", {}, el("td", { text: label }), el("td", { class: "num", text: fmt(s) }), el("td", { class: "num", text: fmt(r) }), gapCell(gap(s, r)))))));
 
+    aside.appendChild(el("h4", { text: "Operator parameters" }));
+    aside.appendChild(el("pre", { class: "params", text: JSON.stringify(m.params, null, 2) }));
     aside.appendChild(el("h4", { text: m.parents.length ? "Made from" : "Source" }));
     if (m.edges.length) {
       aside.appendChild(el("ul", { class: "edges-list" }, m.edges.map((e) => el("li", {}, memberButton(e.parent), el("span", { class: "edge-label", text: e.label })))));
@@ -433,8 +435,6 @@
       aside.appendChild(el("h4", { text: "Children" }));
       aside.appendChild(el("p", { class: "children" }, m.children.map((c) => memberButton(c))));
     }
-    aside.appendChild(el("h4", { text: "Operator parameters" }));
-    aside.appendChild(el("pre", { class: "params", text: JSON.stringify(m.params, null, 2) }));
     aside.appendChild(el("h4", { text: "Recipe" }));
     aside.appendChild(el("pre", { class: "recipe", id: "recipe", text: m.recipe }));
     aside.appendChild(el("h4", { text: `Every score (${m.scores.length})` }));
