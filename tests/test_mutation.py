@@ -203,3 +203,53 @@ def test_ctrl_c_during_a_lora_seed_saves_it_and_resume_goes_on_to_the_same_adapt
     ours = load_file(run_dir / "adapters" / "c" / "adapter_model.safetensors")
     theirs = load_file(tmp_path / "uninterrupted" / "adapter_model.safetensors")
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+KEEP = """\
+name: keep
+population: population.yaml
+plugins: [toy_plugin]
+generations: 1
+population_size: 3
+children_per_generation: 2
+parents_per_child: 2
+crossover: {method: linear, cma: {sigma0: 0.3, popsize: 2, budget: 2}}
+mutation: {rate: 1, keep: KEEP, operators: [{kind: gaussian_noise, scale: 0.5}]}
+fitness:
+  tasks: [{python: "toy_fitness:closeness", task: near_a, metric: closeness, args: {reference: MODELS/a}}]
+seed: 0
+"""
+
+
+@pytest.mark.parametrize("keep", ["better", "always"])
+def test_a_mutant_worse_than_its_merge_does_not_replace_it(tiny_models: Path, tmp_path: Path, keep: str):
+    """Fitness = closeness to model a; noise of scale 0.5 takes every mutant far from it. With keep: better each
+    merge is the child (written to disk, alive) and its mutant stays in the lineage, retired; with keep: always the
+    mutants are the children."""
+    from conftest import POPULATION
+
+    here = Path(__file__).parent
+    for name in ("toy_plugin.py", "toy_fitness.py"):
+        shutil.copy(here / name, tmp_path / name)
+    (tmp_path / "population.yaml").write_text(POPULATION.replace("MODELS", str(tiny_models / "models")))
+    (tmp_path / "keep.yaml").write_text(KEEP.replace("KEEP", keep).replace("MODELS", str(tiny_models / "models")))
+    run_dir = tmp_path / "run"
+    result = evomerge("run", str(tmp_path / "keep.yaml"), "--run-dir", str(run_dir), "--quiet")
+    assert result.returncode == 0, result.stderr[-3000:]
+    store = open_store(run_dir)
+    rejected = [d for _, kind, d in store.events() if kind == "mutant_rejected"]
+    merges = [m for m in store.members() if m.operator == "linear"]
+    mutants = [m for m in store.members() if m.operator == "gaussian_noise"]
+    assert len(merges) == len(mutants) == 2
+    if keep == "better":
+        assert len(rejected) == 2 and all(d["mutant_score"] < d["merge_score"] for d in rejected)
+        assert all(m.state is MemberState.ALIVE and (run_dir / m.weights / "model.safetensors").is_file()
+                   for m in merges)
+        assert {m.state for m in mutants} == {MemberState.RETIRED}
+        before = snapshot(run_dir)
+        assert evomerge("resume", str(run_dir), "--quiet").returncode == 0  # finished: nothing changes
+        assert snapshot(run_dir) == before
+    else:
+        assert not rejected and {m.state for m in merges} == {MemberState.INTERMEDIATE}
+    lineage = evomerge("lineage", str(run_dir), (merges if keep == "better" else mutants)[0].name).stdout
+    assert "[linear weight=" in lineage
