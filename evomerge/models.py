@@ -50,15 +50,6 @@ def _smollm2() -> Path:
     tokenizer.save_pretrained(tmp)
     readable(tmp)
     tmp.rename(out)
-
-
-def readable(directory: Path) -> None:
-    """Give the files of a model directory the modes the user's umask gives new files (safetensors writes 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for f in Path(directory).rglob("*"):
-        if f.is_file():
-            os.chmod(f, 0o666 & ~umask)
     return out
 
 
