@@ -67,8 +67,11 @@ BOLD = "  racing: {schedule: [0.1, 0.3, 1.0], confidence: 0.8}\n"
 
 
 def specialists(work: Path) -> Path:
-    """The demo's seeds, fine-tuned once: a population file of local model directories."""
+    """The demo's seeds, fine-tuned once (kept in `work` for a later run): a population file of local directories."""
     from evomerge.evolution import Run
+
+    if (work / "population.yaml").is_file():
+        return work / "population.yaml"
 
     run = Run.start(ROOT / "pipelines" / "demo.yaml", run_dir=work / "seeds")
     run.artifacts.lock()
@@ -126,13 +129,20 @@ def crossovers(run_dir: Path) -> list[dict]:
 
 
 def run(pipeline_text: str, work: Path, name: str) -> tuple[list[dict], float]:
+    """One run (reused if `work` holds it finished, with the same pipeline); its crossovers and its wall time."""
     from evomerge.evolution import Run
 
     pipeline = work / f"{name}.yaml"
+    done = work / name / "seconds.txt"
+    if done.is_file() and pipeline.is_file() and pipeline.read_text() == pipeline_text:
+        return crossovers(work / name), float(done.read_text())
+    shutil.rmtree(work / name, ignore_errors=True)
     pipeline.write_text(pipeline_text)
     t = time.perf_counter()
     Run.start(pipeline, run_dir=work / name).run()
-    return crossovers(work / name), time.perf_counter() - t
+    seconds = time.perf_counter() - t
+    done.write_text(str(seconds))
+    return crossovers(work / name), seconds
 
 
 def compare(label: str, off: list[dict], on: list[dict]) -> dict:
@@ -165,25 +175,27 @@ def vs_mergekit(population: Path, work: Path, docs: int, rounds: int) -> None:
     from evomerge.crossover.merge import merge_to_disk
     from evomerge.evolution import open_config
     from evomerge.fitness.lm_eval import Scorer, _read_task_config
+    from evomerge.models import resolve_model
     from evomerge.store import open_store
 
     text = SMALL.format(name="arc", population=population, children=1, racing=RACING, docs=docs,
                         tasks="[{task: evomerge_arc_easy, metric: acc}]")
+    shutil.rmtree(work / "arc-raced", ignore_errors=True)
     ours, _ = run(text, work, "arc-raced")
     store = open_store(work / "arc-raced")
     loaded = open_config(store)
     x = store.crossovers()[0]
     names = {m.id: m.name for m in store.members()}
-    paths = {names[p]: store.member(p).weights for p in x.parents}  # seeds: read in place, absolute
-    base = store.member("base")
+    sources = {m.name: resolve_model(json.loads(m.recipe)["source"]) for m in store.members() if m.operator == "seed"}
+    paths = {names[p]: sources[names[p]] for p in x.parents}  # seeds: read in place
     genome = Genome(loaded.pipeline.crossover, tuple(names[p] for p in x.parents),
-                    num_layers=AutoConfig.from_pretrained(base.weights).num_hidden_layers)
+                    num_layers=AutoConfig.from_pretrained(sources["base"]).num_hidden_layers)
     scorer = Scorer(loaded.pipeline.fitness)
     manager = scorer._manager
     task_cfg = {**_read_task_config(manager, "evomerge_arc_easy"), "test_split": "select"}
     times = []
     for c in store.candidates(x.id)[:rounds]:
-        config = genome.merge_config(c.params, paths=paths, base_path=base.weights, dtype="float32")
+        config = genome.merge_config(c.params, paths=paths, base_path=sources["base"], dtype="float32")
         out = work / "merged"
         t = time.perf_counter()
         merge_to_disk(config, out, seed=0)
@@ -213,6 +225,10 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=60, help="select documents per task of the small crossovers")
     ap.add_argument("--no-demo", dest="demo", action="store_false", help="skip the demo's crossovers")
     ap.add_argument("--vs-mergekit", action="store_true", help="also: a raced ARC-Easy crossover vs mergekit-evolve")
+    ap.add_argument("--only-vs-mergekit", action="store_true", help="only that (reuses the seeds kept in --work)")
+    ap.add_argument("--race", nargs=2, action="append", metavar=("SCHEDULE", "CONFIDENCE"),
+                    help="one more racing setting for the small crossovers, e.g. --race [0.25,0.5,1.0] 0.8 (runs "
+                         "kept in --work are reused)")
     ap.add_argument("--work", type=Path, help="keep the runs here (default: a temporary folder, deleted)")
     args = ap.parse_args()
     if args.quick:
@@ -228,6 +244,9 @@ def main() -> None:
         population = specialists(work)
         print(f"seeds fine-tuned and scored in {time.perf_counter() - t:.0f} s", file=sys.stderr)
         results = {}
+        if args.only_vs_mergekit:
+            vs_mergekit(population, work, docs=12 if args.quick else 100, rounds=1 if args.quick else 3)
+            return
         if args.demo:
             demo = (ROOT / "pipelines" / "demo.yaml").read_text().replace("../populations/demo.yaml", str(population))
             off, t_off = run(demo, work, "demo-off")
@@ -235,11 +254,13 @@ def main() -> None:
                                         "  cma: {sigma0: 0.3, popsize: 3, budget: 6}\n" + RACING.rstrip("\n")),
                            work, "demo-on")
             results["demo"] = compare(f"the demo's crossovers (runs: {t_off:.0f} s off, {t_on:.0f} s on)", off, on)
-        races = {"off": "", "on": RACING, "bold": BOLD}
+        races = {"off": "", "on": RACING, "bold": BOLD, **{f"race{i}": f"  racing: {{schedule: {sched}, confidence: "
+                                                                      f"{conf}}}\n" for i, (sched, conf) in
+                                                         enumerate(args.race or [])}}
         small = {name: SMALL.format(name=name, population=population, children=args.children, racing=racing,
                                     docs=args.docs, tasks=TASKS) for name, racing in races.items()}
         off, t_off = run(small["off"], work, "small-off")
-        for name in ("on", "bold"):
+        for name in [n for n in races if n != "off"]:
             on, t_on = run(small[name], work, f"small-{name}")
             results[f"small-{name}"] = compare(
                 f"{args.children} crossovers of two SmolLM2 specialists, {args.docs} select documents per task, "

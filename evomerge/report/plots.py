@@ -214,7 +214,6 @@ def fronts(data: dict[str, Any], path: Path) -> Path:
                 gap = None if m["select"] is None or m["report"] is None else m["report"] - m["select"]
                 ax.annotate(f"{m['name']} ({'–' if gap is None else f'{gap:+.3f}'})", (x, y), fontsize=6,
                             xytext=(4, 4), textcoords="offset points")
-            ax.set_xlabel(tasks[0], fontsize=8)
             ax.set_ylabel(tasks[1], fontsize=8)
             ax.legend(fontsize=7, frameon=False)
         else:
@@ -227,7 +226,8 @@ def fronts(data: dict[str, Any], path: Path) -> Path:
                         lw=2 if on else 0.8, zorder=3 if on else 2)
             ax.set_xticks(range(len(tasks)), tasks, fontsize=7, rotation=20)
             ax.set_ylabel("score, lowest to highest per task", fontsize=8)
-        _panel(ax, f"{which} split: front of {len(front)} (label: held-out gap, report − select)", "")
+        _panel(ax, f"{which} split: front of {len(front)} (label: held-out gap, report − select)",
+               tasks[0] if len(tasks) == 2 else "")
     fig.suptitle(f"{data['run']['name']}: Pareto fronts over the tasks", fontsize=10)
     fig.savefig(path)
     return path
