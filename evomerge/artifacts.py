@@ -69,7 +69,7 @@ class Artifacts:
             if record.state is MemberState.ALIVE:
                 self._log(f"warning: {record.name}'s weights ({path}) are missing; rebuilding them from its recipe")
             out.parent.mkdir(parents=True, exist_ok=True)
-            self._rebuild(record, out)
+            self.build(record, out)
             if record.state is not MemberState.ALIVE:
                 self.rebuilt.append(out)
         if record.state is MemberState.ALIVE and record.weights is None:
@@ -117,7 +117,8 @@ class Artifacts:
 
     # ------------------------------------------------------------ rebuilding
 
-    def _rebuild(self, record: MemberRecord, out: Path) -> None:
+    def build(self, record: MemberRecord, out: Path) -> None:
+        """Write a merged or mutated member's model directory to `out` from its recipe."""
         if record.operator in MERGE_METHODS:
             from evomerge.crossover.merge import merge_to_disk
             from evomerge.devices import resolve

@@ -61,14 +61,10 @@ class Breeding:
 
     def _keep_merge(self, merge: MemberRecord, mutant_id: int) -> int:
         """The merge becomes the child: written to disk by mergekit, ALIVE; the mutant is retired."""
-        from evomerge.crossover.merge import merge_to_disk
-        from evomerge.devices import resolve
-
         ctx = self.ctx
         out = ctx.artifacts.members_dir / merge.name
         if not out.exists():
-            merge_to_disk(ctx.artifacts.merge_config(merge), out, seed=merge.params["seed"],
-                          device=resolve(ctx.cfg.device))
+            ctx.artifacts.build(merge, out)
         mutant = ctx.store.member(mutant_id)
         scores = {"merge_score": ctx.board.member(merge.id).weighted,
                   "mutant_score": ctx.board.member(mutant_id).weighted}

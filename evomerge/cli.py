@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sqlite3
 import sys
 import time
@@ -286,9 +285,14 @@ def _lineage(args) -> int:
     return 0
 
 
+def _check_out_dir(out_dir: Path) -> None:
+    """Refuse an output directory that holds something, before any work (export and rebuild write a new one)."""
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise EvomergeError(f"{out_dir} exists and is not empty. Fix: give a new directory")
+
+
 def _export(args) -> int:
-    if args.out_dir.exists() and any(args.out_dir.iterdir()):
-        raise EvomergeError(f"{args.out_dir} exists and is not empty. Fix: give a new directory")
+    _check_out_dir(args.out_dir)
     store, loaded = _open(args.run_dir)
     member = _member(store, args.member, loaded)
     _quiet_libraries()
@@ -307,8 +311,7 @@ def _export(args) -> int:
 
 
 def _rebuild(args) -> int:
-    if args.out_dir.exists() and any(args.out_dir.iterdir()):
-        raise EvomergeError(f"{args.out_dir} exists and is not empty. Fix: give a new directory")
+    _check_out_dir(args.out_dir)
     _quiet_libraries()
     from evomerge.export import rebuild
 

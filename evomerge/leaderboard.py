@@ -40,11 +40,9 @@ def rows(store: Store, pipeline: PipelineConfig, *, split: str = "select", paret
     out.sort(key=lambda e: (e[1].weighted is None, -(e[1].weighted or 0.0), e[0].id))
     fronts: dict[int, int] = {}
     if pareto:
-        from evomerge.selection.pareto import objectives, rank
+        from evomerge.selection.pareto import numbered
 
-        contenders = {m.id: s for m, s in out if m.state not in (MemberState.FAILED, MemberState.INTERMEDIATE)}
-        ranked = rank(objectives(contenders, [t.task for t in pipeline.fitness.tasks]))
-        fronts = {m: f + 1 for m, (f, _) in ranked.items()}
+        fronts = numbered([m for m, _ in out], {m.id: s for m, s in out}, [t.task for t in pipeline.fitness.tasks])
     return [Row(rank=i + 1, member=m.name, generation=m.generation, operator=m.operator, state=m.state.value,
                 score=s.weighted, tasks=s.tasks, docs=s.docs, front=fronts.get(m.id)) for i, (m, s) in enumerate(out)]
 

@@ -3,7 +3,6 @@ a member no one dominates that elitist drops, and its fronts survive kill -9 and
 and Python fitness functions (their scores stored and never computed twice)."""
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import random

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import evomerge, run_and_kill, snapshot
 from evomerge.config import FitnessSpec, RacingSpec
-from evomerge.crossover.racing import Estimate, _bounds, beaten, combine, estimate, proportion_tasks, rung_limits
+from evomerge.crossover.racing import Estimate, _bounds, beaten, combine, estimate, rung_limits
 from evomerge.records import by_task, candidate_subject
 from evomerge.store import open_store
 
@@ -84,8 +84,7 @@ def test_a_race_stops_candidates_that_cannot_win_and_the_child_is_fully_scored(r
                 n = stopped[subject]["stopped"]
                 assert not rungs[24] and rungs[n]  # stopped there: never scored on every document
                 rows = rungs[n]
-                est = estimate(by_task(rows), {r.task: r.docs for r in rows}, fitness, spec,
-                               proportions=proportion_tasks(fitness))
+                est = estimate(by_task(rows), {r.task: r.docs for r in rows}, fitness, spec)
                 assert c.score == est.value and est.high == stopped[subject]["high"]  # CMA-ES was told the estimate
                 assert est.high < stopped[subject]["reference"]
             else:

@@ -57,13 +57,13 @@ def _bounds(p: float, n: int, spec: RacingSpec) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def estimate(results: dict, docs: dict, fitness: FitnessSpec, spec: RacingSpec, *,
-             proportions: set[str]) -> Estimate:
-    """The weighted score of `results` (task -> metric -> value, on `docs` documents per task) with its bounds;
-    `proportions` are the tasks whose metric is a proportion of documents."""
+def estimate(results: dict, docs: dict, fitness: FitnessSpec, spec: RacingSpec) -> Estimate:
+    """The weighted score of `results` (task -> metric -> value, on `docs` documents per task) with its bounds
+    (unbounded where a task's metric is not a proportion of documents)."""
     value = fitness.weighted(results)
     if value is None:
         return Estimate(None, -math.inf, math.inf)
+    proportions = proportion_tasks(fitness)
     low = high = 0.0
     for t in fitness.tasks:
         p, n = results[t.task][t.metric], docs.get(t.task, 0)

@@ -11,7 +11,7 @@ from typing import Optional
 from evomerge import ids
 from evomerge.context import RunContext
 from evomerge.crossover.cma import CmaSearch
-from evomerge.crossover.racing import beaten, combine, estimate, proportion_tasks, rung_limits
+from evomerge.crossover.racing import beaten, combine, estimate, rung_limits
 from evomerge.errors import EvomergeError
 from evomerge.executor.base import Candidate, CrossoverJob
 from evomerge.records import CrossoverRecord, MemberState, by_task, candidate_subject, member_subject
@@ -96,10 +96,7 @@ class CrossoverStage:
         ctx = self.ctx
         subject = candidate_subject(cand.key)
         if scored.failure is not None:
-            with ctx.store.transaction():
-                ctx.store.set_candidate_failure(cand.key, scored.failure)
-                ctx.store.add_event("candidate_failed", subject=subject, reason=scored.failure)
-            ctx.reporter.log(f"  candidate {iteration}.{idx}: FAILED, {scored.failure} {_fmt_params(cand.params)}")
+            self._failed(cand.key, scored.failure, f"{iteration}.{idx}", cand.params)
             return None
         key = ctx.board.key("select")
         value = ctx.cfg.fitness.weighted(scored.results)
@@ -110,6 +107,14 @@ class CrossoverStage:
         ctx.reporter.log(f"  candidate {iteration}.{idx}: select {value:.4f} (best so far "
                          f"{max(value, best if best is not None else value):.4f}) {_fmt_params(cand.params)}")
         return value
+
+    def _failed(self, candidate_id: int, failure: str, label: str, params: dict) -> None:
+        """Commit a candidate's failure (CMA-ES is then told the worst score there is)."""
+        ctx = self.ctx
+        with ctx.store.transaction():
+            ctx.store.set_candidate_failure(candidate_id, failure)
+            ctx.store.add_event("candidate_failed", subject=candidate_subject(candidate_id), reason=failure)
+        ctx.reporter.log(f"  candidate {label}: FAILED, {failure} {_fmt_params(params)}")
 
     # ------------------------------------------------------------ racing
 
@@ -123,7 +128,7 @@ class CrossoverStage:
                  if not self._rung(c.id, limits[0])]
         failed = set()
         for cand, scored in ctx.executor.evaluate(job, first):
-            if self._store_rung(cand.key, scored, limits[0], previous=None) is None:
+            if self._store_rung(cand.key, cand.params, scored, limits[0], previous=None) is None:
                 failed.add(cand.key)
         for c in pending:
             if c.id not in failed:
@@ -142,11 +147,11 @@ class CrossoverStage:
                 start = previous[2] if previous else 0
                 scored = next(iter(ctx.executor.evaluate(job, [Candidate(key=cand.id, params=cand.params,
                                                                           docs=(start, n))])))[1]
-                rung = self._store_rung(cand.id, scored, n, previous=previous)
+                rung = self._store_rung(cand.id, cand.params, scored, n, previous=previous)
                 if rung is None:
                     return None
             results, docs, _ = rung
-            est = estimate(results, docs, ctx.cfg.fitness, spec, proportions=proportion_tasks(ctx.cfg.fitness))
+            est = estimate(results, docs, ctx.cfg.fitness, spec)
             if n == limits[-1]:
                 self._tell(cand, est.value, f"select {est.value:.4f}")
                 return est.value
@@ -164,16 +169,14 @@ class CrossoverStage:
         rows = self.ctx.store.scores(candidate_subject(candidate_id), **key)
         return (by_task(rows), {r.task: r.docs for r in rows}, n) if rows else None
 
-    def _store_rung(self, candidate_id: int, scored, n: int, *, previous) -> Optional[tuple[dict, dict, int]]:
+    def _store_rung(self, candidate_id: int, params: dict, scored, n: int, *, previous
+                    ) -> Optional[tuple[dict, dict, int]]:
         """Commit the scores of a candidate on its first n documents (a slice's scores added to the previous
         rung's), or its failure; None if it failed."""
         ctx = self.ctx
         subject = candidate_subject(candidate_id)
         if scored.failure is not None:
-            with ctx.store.transaction():
-                ctx.store.set_candidate_failure(candidate_id, scored.failure)
-                ctx.store.add_event("candidate_failed", subject=subject, reason=scored.failure)
-            ctx.reporter.log(f"  candidate {candidate_id}: FAILED, {scored.failure}")
+            self._failed(candidate_id, scored.failure, str(candidate_id), params)
             return None
         results, docs = combine(previous, scored.results, scored.docs)
         key = {**ctx.board.key("select"), "limit": n}
@@ -197,8 +200,7 @@ class CrossoverStage:
                 best = (c.score, by_task(rows), {r.task: r.docs for r in rows})
         if best is None:
             return None
-        return estimate(best[1], best[2], ctx.cfg.fitness, ctx.cfg.crossover.racing,
-                        proportions=proportion_tasks(ctx.cfg.fitness))
+        return estimate(best[1], best[2], ctx.cfg.fitness, ctx.cfg.crossover.racing)
 
     def _tell(self, cand, value: float, text: str, **stopped) -> None:
         """Commit the score CMA-ES is told for a raced candidate."""

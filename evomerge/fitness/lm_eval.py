@@ -176,10 +176,11 @@ class Scorer:
         from lm_eval.evaluator import evaluate
 
         split = self._split(which)
-        lm = self._lm(model, tokenizer)
         results: Results = {}
         counts: dict[str, int] = {}
         lm_tasks = [t for t in self.spec.tasks if t.python is None]
+        lm = self._lm(model, tokenizer) if lm_tasks else None
+        name = type(lm).__name__ if lm_tasks else "python"
         try:
             if lm_tasks:
                 window = {} if docs is None else {"samples": {t.task: list(range(*docs)) for t in lm_tasks}}
@@ -194,8 +195,8 @@ class Scorer:
                 if task.python is not None:
                     results[task.task], counts[task.task] = self._call(task, model, tokenizer, split)
         except NonFinite as e:
-            return Scored(results={}, docs={}, lm=type(lm).__name__, failure=str(e))
-        return Scored(results=results, docs=counts, lm=type(lm).__name__ if lm_tasks else "python")
+            return Scored(results={}, docs={}, lm=name, failure=str(e))
+        return Scored(results=results, docs=counts, lm=name)
 
     def _call(self, task, model, tokenizer, split: SplitSpec) -> tuple[dict[str, float], int]:
         """A Python fitness function's metrics and document count, checked: numbers, finite, the configured one."""

@@ -22,8 +22,6 @@ TEXT = Path(__file__).resolve().parent / "tasks" / "text" / "{split}.jsonl"
 
 def heldout_loglik(model, tokenizer, *, split: str, limit: Optional[int], device: str, data: Optional[str] = None,
                    max_length: int = 256, batch_size: int = 16) -> dict[str, float]:
-    import torch
-
     path = Path(str(data or TEXT).format(split=split))
     texts = [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     texts = texts[:limit] if limit else texts

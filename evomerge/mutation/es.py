@@ -69,6 +69,11 @@ class IterationRecord:
         """From a committed step's or a recipe's data."""
         return cls(tuple(data["seeds"]), tuple(data["coefficients"]), in_forward=bool(data.get("in_forward")))
 
+    def recipe(self) -> dict:
+        """What a recipe keeps of it: what replay needs."""
+        return {"seeds": list(self.seeds), "coefficients": list(self.coefficients),
+                **({"in_forward": True} if self.in_forward else {})}
+
 
 def _stream_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint64)[0] >> 1)
@@ -397,8 +402,8 @@ class EsSession:
         op = job.settings
         self.bench, self.model, self.job, self.settings = bench, model, job, _settings(op)
         self.params = es_parameters(model)
-        self.steps = [_recipe_step(d) for d in job.steps_done]
-        replay(self.params, [IterationRecord.of(d) for d in self.steps], self.settings)
+        self.steps = [IterationRecord.of(d) for d in job.steps_done]
+        replay(self.params, self.steps, self.settings)
         self.examples = None if op.reward.kind == "select" else bench.examples(op.reward.task, op.reward.data,
                                                                                job.data_root)
         self.population = InForward(model, self.params, rank=op.rank) if _in_forward(job) else None
@@ -429,8 +434,9 @@ class EsSession:
 
     def apply(self, data: dict) -> None:
         """The update of a step (its seeds and coefficients)."""
-        update(self.params, IterationRecord.of(data), self.settings)
-        self.steps.append(_recipe_step(data))
+        record = IterationRecord.of(data)
+        update(self.params, record, self.settings)
+        self.steps.append(record)
 
     def finish(self) -> Mutant:
         op, job = self.job.settings, self.job
@@ -438,7 +444,7 @@ class EsSession:
         recipe = {"parent": job.parent_name, "operator": job.kind, "sigma": op.sigma,
                   "learning_rate": op.learning_rate, "rank": op.rank, "shaping": op.shaping,
                   "device_type": self.model.device.type,
-                  "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch."), "iterations": self.steps}
+                  "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch."), "iterations": [r.recipe() for r in self.steps]}
         self.bench.progress.log(f"{job.name}: ES from {job.parent_name}, {op.iterations} iterations of {op.pairs} "
                                 "pairs")
         return Mutant(self.model, recipe)
@@ -458,12 +464,6 @@ def _in_forward(job: MutationJob) -> bool:
 
 def _pair_groups(job: MutationJob) -> list[list[int]]:
     return pair_groups(job.settings.pairs, job.settings.pairs_per_forward)
-
-
-def _recipe_step(data: dict) -> dict:
-    """What replay needs of a committed step."""
-    return {"seeds": data["seeds"], "coefficients": data["coefficients"],
-            **({"in_forward": True} if data.get("in_forward") else {})}
 
 
 def _pair_seeds(job: MutationJob, it: int) -> tuple[int, ...]:

@@ -13,7 +13,7 @@ seeds, streams and factors). Hooks add each group's perturbation where a weight 
 Tied weights (an LM head sharing the embedding) are one tensor with one noise. The weights are never written, so
 an iteration leaves θ bit-for-bit as it was: a replay needs only the updates, and workers sharing an iteration's
 pairs evaluate just their own. A model with a large weight in a module of another kind cannot be evaluated this
-way (`InForward.supports` says so); noise ES then perturbs its weights in place.
+way (`plan` returns None, and noise ES says to set `evaluation: in_place`).
 """
 from __future__ import annotations
 
@@ -42,10 +42,6 @@ class InForward:
         self._terms: list[tuple[int, float]] = []
         self._factors: dict[int, tuple[Any, Any]] = {}
         self._copies: dict[int, list] = {}
-
-    @staticmethod
-    def supports(model: Any, params: list, rank: Optional[int]) -> bool:
-        return rank is not None and plan(model, params, rank) is not None
 
     def __enter__(self) -> "InForward":
         if self.plan is None:
@@ -147,16 +143,12 @@ class InForward:
         return torch.cat(outs)
 
 
-def _lowrank(p: Any, rank: Optional[int]) -> bool:
-    from evomerge.mutation.es import _low_rank
-
-    return _low_rank(p, rank)
-
-
 def plan(model: Any, params: list, rank: int) -> Optional[list[tuple[Any, str]]]:
     """(module, how it is perturbed) for every module with weights of its own, or None if some weight cannot be
     perturbed inside the forward: a large weight outside a Linear or Embedding, or an Embedding that renormalises."""
     import torch.nn as nn
+
+    from evomerge.mutation.es import _low_rank
 
     covered: set[int] = set()
     out = []
@@ -164,9 +156,9 @@ def plan(model: Any, params: list, rank: int) -> Optional[list[tuple[Any, str]]]
         own = list(module.parameters(recurse=False))
         if not own:
             continue
-        if isinstance(module, nn.Linear) and _lowrank(module.weight, rank):
+        if isinstance(module, nn.Linear) and _low_rank(module.weight, rank):
             kind = "linear"
-        elif isinstance(module, nn.Embedding) and _lowrank(module.weight, rank) and module.max_norm is None:
+        elif isinstance(module, nn.Embedding) and _low_rank(module.weight, rank) and module.max_norm is None:
             kind = "embedding"
         elif all(p.numel() <= SMALL for p in own):
             kind = "copy"

@@ -176,15 +176,13 @@ def _members(store: Store, members: list[MemberRecord], scores: dict[str, dict[i
 
 
 def _fronts(members: list[MemberRecord], scores: dict[str, dict[int, Scores]], tasks: list[str]) -> dict:
-    """Per split: every contender's Pareto front over the per-task scores (1 = not dominated; the members that have
-    a score on every task) and the first front's members, in id order (evomerge/selection/pareto.py)."""
-    from evomerge.selection.pareto import objectives, rank
+    """Per split: every contender's Pareto front over the per-task scores (evomerge/selection/pareto.py) and the
+    first front's members, in id order."""
+    from evomerge.selection.pareto import numbered
 
-    contenders = [m.id for m in members if m.state not in (MemberState.INTERMEDIATE, MemberState.FAILED)]
     out = {}
     for which in SPLITS:
-        points = objectives({i: scores[which][i] for i in contenders}, tasks)
-        ranked = {i: f + 1 for i, (f, _) in rank(points).items() if points[i] is not None}
+        ranked = numbered(members, scores[which], tasks)
         out[which] = {"of": ranked, "front": sorted(i for i, f in ranked.items() if f == 1)}
     return out
 

@@ -4,6 +4,7 @@ sorting, then crowding distance within a front. One module, so that the selector
 
     points = objectives(scores, tasks)       # member id -> one value per task, higher is better
     ranked = rank(points)                     # member id -> (front, crowding distance); front 0 is non-dominated
+    numbered(members, scores, tasks)          # what a user reads: contenders' fronts, 1 = non-dominated
 
 Members without a finite score on every task are not placed on a front by domination: they share the last front,
 after every member that has one, with crowding distance 0 (like `elitist`, such a member never displaces one that
@@ -14,6 +15,7 @@ from __future__ import annotations
 import math
 from typing import Optional
 
+from evomerge.records import MemberRecord, MemberState
 from evomerge.scores import Scores
 
 Point = tuple[float, ...]
@@ -93,3 +95,11 @@ def crowded_key(ranked: dict[int, tuple[int, float]], m: int) -> tuple[int, floa
     """Sort key, best first: lower front, then larger crowding distance, then the older member."""
     front, distance = ranked[m]
     return front, -distance, m
+
+
+def numbered(members: list[MemberRecord], scores: dict[int, Scores], tasks: list[str]) -> dict[int, int]:
+    """The front of every contender (neither an intermediate nor failed) that has a score on every task, numbered
+    from 1 (not dominated by any contender): what `leaderboard --pareto` and the report show."""
+    contenders = {m.id: scores[m.id] for m in members if m.state not in (MemberState.INTERMEDIATE, MemberState.FAILED)}
+    points = objectives(contenders, tasks)
+    return {m: f + 1 for f, front in enumerate(fronts(points)) for m in front if points[m] is not None}
