@@ -1,4 +1,4 @@
-"""The `evomerge` command: run | resume | status | leaderboard | lineage | export | report.
+"""The `evomerge` command: run | resume | status | leaderboard | lineage | compare | export | report.
 
 Heavy libraries (torch, transformers, mergekit, lm-eval) are imported only by the commands that compute, so
 `evomerge --help` and a config error answer at once. Usage errors exit with status 2 and create nothing.
@@ -47,6 +47,9 @@ EXAMPLES = {
     "rebuild": """examples:
   evomerge rebuild out/g1-c1 out/g1-c1-again
   evomerge rebuild out/g1-c1 /tmp/check --device cuda""",
+    "compare": """examples:
+  evomerge compare runs/demo-20261130-120000 g2-c1 arith-lora                  # held-out report documents
+  evomerge compare runs/demo-20261130-120000 g2-c1 g1-c1 --split select --format json""",
     "check": """examples:
   evomerge check runs/demo-20261130-120000 && cp -r runs/demo-20261130-120000 /backup/""",
     "report": """examples:
@@ -99,7 +102,7 @@ def _run_commands(command) -> None:
 
 
 def _inspect_commands(command) -> None:
-    """The verbs that read a run: status, leaderboard, lineage, check, report."""
+    """The verbs that read a run: status, leaderboard, lineage, compare, check, report."""
     r = command("status", "where a run stands: generation, step under way, best member, last events")
     r.add_argument("run_dir", type=Path, help=RUN_DIR)
 
@@ -116,6 +119,15 @@ def _inspect_commands(command) -> None:
     r.add_argument("run_dir", type=Path, help=RUN_DIR)
     r.add_argument("member", nargs="?", help="member name (default: the best by select score)")
     r.add_argument("--format", choices=["text", "dot"], default="text", help="text, or Graphviz DOT")
+
+    r = command("compare", "member A against member B, document by document: per task and weighted, the paired "
+                           "difference A − B with its 95% bootstrap interval, and who wins how many documents")
+    r.add_argument("run_dir", type=Path, help=RUN_DIR)
+    r.add_argument("a", help="member A's name")
+    r.add_argument("b", help="member B's name")
+    r.add_argument("--split", choices=["select", "report"], default="report",
+                   help="report: held-out documents; select: what selection saw")
+    r.add_argument("--format", choices=["text", "json"], default="text", help="output format")
 
     r = command("check", "verify a run directory and fold its write-ahead log in, so that it can be copied")
     r.add_argument("run_dir", type=Path, help=RUN_DIR)
@@ -244,7 +256,10 @@ def _leaderboard(args) -> int:
             table, split=args.split, task_names=names,
             title=f"{loaded.pipeline.name}: {args.split} split '{spec.split}'"
                   f"{'' if spec.limit is None else f' (first {spec.limit} docs per task)'}",
-            docs_note=f"weighted = {weights}; green: beats every seed member"
+            docs_note=f"weighted = {weights}; ± one standard error over documents; "
+                      + ("green: better than every seed member, its 95% paired interval above 0 (evomerge compare)"
+                         if leaderboard.beats_every_seed(table)[1] else
+                         "green: above every seed member's score (no per-document outcomes to pair in this run)")
                       + ("" if args.split == "report" else "; the report split is held out from selection")
                       + ("; front 1: no member is at least as good on every task and better on one"
                          if args.pareto else ""))
@@ -257,14 +272,19 @@ def _split_score(store, loaded, which: str = "select"):
     from evomerge.scores import ScoreBoard
 
     board = ScoreBoard(store, loaded.pipeline.fitness)
-    return lambda member_id: board.member(member_id, which).weighted
+
+    def score(member_id: int) -> tuple[Optional[float], Optional[float]]:
+        s = board.member(member_id, which)
+        return s.weighted, s.weighted_se
+
+    return score
 
 
 def _member(store, name: Optional[str], loaded):
     if name is None:
         from evomerge import leaderboard
 
-        table = leaderboard.rows(store, loaded.pipeline, split="select")
+        table = leaderboard.rows(store, loaded.pipeline, split="select", vs_seeds=False)
         if not table:
             raise EvomergeError("the run has no members yet. Fix: wait for `evomerge run` to add its seeds")
         name = table[0].member
@@ -334,9 +354,11 @@ def _status(args) -> int:
           f"{len(gens)}/{pipe.generations}; members {len(store.members())} ({len(alive)} alive)")
     from evomerge import leaderboard
 
-    table = [r for r in leaderboard.rows(store, pipe, split="select") if r.score is not None]
+    from evomerge.outcomes import fmt_pm
+
+    table = [r for r in leaderboard.rows(store, pipe, split="select", vs_seeds=False) if r.score is not None]
     if table:
-        print(f"best       {table[0].member} select {table[0].score:.4f}")
+        print(f"best       {table[0].member} select {fmt_pm(table[0].score, table[0].se)} (± one standard error)")
     for _, _, d in store.events(kind="member_failed"):
         print(f"failed     {d['name']}: {d['reason']} (left out of selection)")
     started = store.events(kind="run_started")
@@ -434,6 +456,65 @@ def _report(args) -> int:
     return 0
 
 
+def _compare(args) -> int:
+    from evomerge.outcomes import ITERATIONS, SEED
+    from evomerge.scores import ScoreBoard
+
+    store, loaded = _open(args.run_dir)
+    fitness = loaded.pipeline.fitness
+    board = ScoreBoard(store, fitness)
+    a, b = (_member(store, name, loaded) for name in (args.a, args.b))
+    sa, sb = board.member(a.id, args.split), board.member(b.id, args.split)
+    for m, s in ((a, sa), (b, sb)):
+        if s.weighted is None:
+            raise EvomergeError(f"{m.name} has no {args.split} score on every task ({m.state.value}). Fix: compare "
+                                f"members that `evomerge leaderboard --split {args.split}` lists with a score")
+    compared = board.compare(sa, sb)
+    spec = fitness.split(args.split)
+    where = (f"{args.split} split '{spec.split}'" + ("" if spec.limit is None else f", first {spec.limit} documents "
+                                                                                  "per task"))
+    if compared is None:
+        old = [m.name for m, s in ((a, sa), (b, sb)) if not s.paired]
+        note = (f"{' and '.join(old)}: these scores have no per-document outcomes (they were stored before evomerge "
+                "kept them, or by a fitness function that gives none), so there is no paired comparison; the "
+                "difference below has independent standard errors, a wider and cruder interval")
+        diff = sa.weighted - sb.weighted
+        se = None if sa.weighted_se is None or sb.weighted_se is None else (sa.weighted_se ** 2
+                                                                            + sb.weighted_se ** 2) ** 0.5
+        if args.format == "json":
+            print(json.dumps({"a": a.name, "b": b.name, "split": args.split, "paired": False, "note": note,
+                              "weighted": {"a": sa.weighted, "b": sb.weighted, "diff": diff, "se": se}}, indent=2))
+        else:
+            print(f"{a.name} − {b.name} on the {where}\nnote: {note}")
+            print(f"weighted: {sa.weighted:.4f} − {sb.weighted:.4f} = {diff:+.4f}"
+                  + ("" if se is None else f" ±{1.96 * se:.4f} (95%, independent)"))
+        return 0
+    per, whole = compared
+    rows = [(t.task, sa.tasks[t.task], sb.tasks[t.task], per[t.task]) for t in fitness.tasks]
+    rows.append(("weighted", sa.weighted, sb.weighted, whole))
+    if args.format == "json":
+        print(json.dumps({"a": a.name, "b": b.name, "split": args.split, "paired": True,
+                          "bootstrap": {"resamples": ITERATIONS, "seed": SEED, "stratified_by": "task"},
+                          "rows": [{"task": name, "a": va, "b": vb, "diff": p.diff, "low": p.low, "high": p.high,
+                                    "docs": p.docs, "a_wins": p.a_wins, "b_wins": p.b_wins, "ties": p.ties}
+                                   for name, va, vb, p in rows]}, indent=2))
+        return 0
+    width = max(len(name) for name, *_ in rows)
+    print(f"A = {a.name}, B = {b.name}, on the {where}: paired over the same documents")
+    print(f"{'':<{width}}  {'A':>6}  {'B':>6}  {'A − B':>7}  {'95% interval':<18}  {'docs':>5}  {'A wins':>6}  "
+          f"{'B wins':>6}  {'ties':>6}")
+    for name, va, vb, p in rows:
+        print(f"{name:<{width}}  {va:6.4f}  {vb:6.4f}  {p.diff:+7.4f}  [{p.low:+.4f}, {p.high:+.4f}]  {p.docs:>5}  "
+              f"{p.a_wins:6.1%}  {p.b_wins:6.1%}  {p.ties:6.1%}")
+    weights = ", ".join(f"{t.task} ×{t.weight:g}" for t in fitness.tasks)
+    verdict = {"A better": f"{a.name} is better beyond noise (the interval is above 0)",
+               "B better": f"{b.name} is better beyond noise (the interval is below 0)",
+               "within noise": "within noise: the interval contains 0"}[whole.verdict]
+    print(f"weighted: {weights}. {verdict}.")
+    print(f"(paired bootstrap over documents: {ITERATIONS} resamples, each task resampled on its own, seed {SEED})")
+    return 0
+
+
 def _check(args) -> int:
     """Fold the WAL into evomerge.db, verify the database and the files its records need; exit 2 on problems."""
     from evomerge.artifacts import Artifacts
@@ -456,7 +537,8 @@ def _check(args) -> int:
 
 
 _COMMANDS = {"run": _run, "resume": _resume, "status": _status, "leaderboard": _leaderboard,
-             "lineage": _lineage, "export": _export, "rebuild": _rebuild, "report": _report, "check": _check}
+             "lineage": _lineage, "export": _export, "rebuild": _rebuild, "report": _report, "check": _check,
+             "compare": _compare}
 
 
 if __name__ == "__main__":

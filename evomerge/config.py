@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import re
 import sys
+from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Optional
 
@@ -29,6 +31,14 @@ from evomerge.errors import ConfigError
 from evomerge.registry import EXECUTORS, MERGE_METHODS, MUTATION_OPERATORS, PARENT_SELECTORS, SURVIVOR_SELECTORS, Registry
 
 BUILTIN_MODELS = ("smollm2-135m-instruct",)
+
+
+def _exact(value: float) -> Fraction:
+    """A score as the fraction it stands for: k/n for a share of n ≤ 10⁶ documents (a float within 1e-13 of it),
+    the float's own exact value otherwise."""
+    exact = Fraction(value)
+    near = exact.limit_denominator(1_000_000)
+    return near if abs(near - exact) < 1e-13 else exact
 
 
 class Frozen(BaseModel):
@@ -142,12 +152,13 @@ class CmaSpec(Frozen):
 
 class RacingSpec(Frozen):
     """Racing CMA-ES candidates (evomerge/crossover/racing.py): score each on growing shares of the select
-    documents and stop it once its upper confidence bound is below the best fully scored candidate's lower bound."""
+    documents and stop it once it is worse than the best fully scored candidate beyond noise: `paired`, by the upper
+    bound of its document-by-document difference; `wilson` or `hoeffding`, by independent bounds on each."""
 
     schedule: tuple[float, ...] = Field((0.25, 0.5, 1.0), min_length=1,
                                         description="shares of the select documents, increasing, the last 1.0")
     confidence: float = Field(0.95, gt=0.5, lt=1, description="one-sided confidence of each bound")
-    bound: Literal["wilson", "hoeffding"] = "wilson"
+    bound: Literal["paired", "wilson", "hoeffding"] = "paired"
 
     @field_validator("schedule")
     @classmethod
@@ -224,12 +235,25 @@ class FitnessSpec(Frozen):
     include_path: tuple[str, ...] = Field((), description="extra folders of lm-eval task YAML, relative to this file")
 
     def weighted(self, results: dict[str, dict[str, float]]) -> Optional[float]:
-        """The weighted mean of each task's chosen metric; None if one is missing. The only place it is computed."""
+        """The weighted mean of each task's chosen metric; None if one is missing. The only place it is computed.
+
+        It is computed exactly, in rationals, and rounded once: a share of n documents is read as the fraction k/n
+        it stands for, so equal scores are equal floats whatever the order of the sums ((0.8 + 0.625)/2 and
+        (0.825 + 0.6)/2 are both 57/80), and "ties: the older member" holds wherever scores are compared."""
         try:
-            values = [t.weight * results[t.task][t.metric] for t in self.tasks]
+            values = [results[t.task][t.metric] for t in self.tasks]
         except KeyError:
             return None
-        return sum(values) / sum(t.weight for t in self.tasks)
+        if not all(math.isfinite(v) for v in values):
+            return sum(t.weight * v for t, v in zip(self.tasks, values)) / sum(t.weight for t in self.tasks)
+        total = sum((Fraction(t.weight) * _exact(v) for t, v in zip(self.tasks, values)), Fraction(0))
+        return float(total / sum(Fraction(t.weight) for t in self.tasks))
+
+    def weighted_se(self, ses: dict[str, Optional[float]]) -> Optional[float]:
+        """The standard error of `weighted` from each task's (None if a task has none): evomerge/outcomes.py."""
+        from evomerge.outcomes import weighted_se
+
+        return weighted_se([ses.get(t.task) for t in self.tasks], [t.weight for t in self.tasks])
 
     def split(self, which: str) -> SplitSpec:
         """The select or the report split."""

@@ -1,14 +1,16 @@
-"""Rankings of a run's members by weighted score on the select or report split, per task, in several formats."""
+"""Rankings of a run's members by weighted score on the select or report split, per task, in several formats, each
+score with its standard error over documents, and whether a member beats every seed beyond noise (paired)."""
 from __future__ import annotations
 
 import csv
 import io
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 from evomerge.config import PipelineConfig
+from evomerge.outcomes import fmt_pm
 from evomerge.records import MemberState
 from evomerge.scores import ScoreBoard
 from evomerge.store.base import Store
@@ -25,12 +27,17 @@ class Row:
     tasks: dict[str, Optional[float]]  # task -> its configured metric
     docs: dict[str, int]
     front: Optional[int] = None        # with pareto: its Pareto front on this split's per-task scores (1 = best)
+    se: Optional[float] = None         # the weighted score's standard error over documents
+    tasks_se: dict[str, Optional[float]] = field(default_factory=dict)  # task -> its score's standard error
+    beats_seeds: Optional[bool] = None  # the 95% paired interval of the difference to every seed is above 0 (None:
+                                        # a seed, unscored, or no per-document outcomes to pair)
 
 
 def rows(store: Store, pipeline: PipelineConfig, *, split: str = "select", pareto: bool = False,
-         intermediates: bool = False) -> list[Row]:
-    """The members best first, intermediates only if asked; with `pareto`, each with its Pareto front over the
-    per-task scores of the split (evomerge/selection/pareto.py: what nsga2 selects by, on the select split)."""
+         intermediates: bool = False, vs_seeds: bool = True) -> list[Row]:
+    """The members best first (ties: the older), intermediates only if asked; with `pareto`, each with its Pareto
+    front over the per-task scores of the split (evomerge/selection/pareto.py: what nsga2 selects by, on the select
+    split); with `vs_seeds`, whether each beats every seed member by a paired comparison."""
     board = ScoreBoard(store, pipeline.fitness)
     out = []
     for m in store.members():
@@ -43,12 +50,33 @@ def rows(store: Store, pipeline: PipelineConfig, *, split: str = "select", paret
         from evomerge.selection.pareto import numbered
 
         fronts = numbered([m for m, _ in out], {m.id: s for m, s in out}, [t.task for t in pipeline.fitness.tasks])
+    seeds = [s for m, s in out if m.generation == 0 and s.weighted is not None] if vs_seeds else []
+
+    def beats(m, s) -> Optional[bool]:
+        if not seeds or m.generation == 0 or s.weighted is None:
+            return None
+        compared = [board.compare(s, seed) for seed in seeds]
+        if any(c is None for c in compared):
+            return None
+        return all(whole.low > 0 for _, whole in compared)
+
     return [Row(rank=i + 1, member=m.name, generation=m.generation, operator=m.operator, state=m.state.value,
-                score=s.weighted, tasks=s.tasks, docs=s.docs, front=fronts.get(m.id)) for i, (m, s) in enumerate(out)]
+                score=s.weighted, tasks=s.tasks, docs=s.docs, front=fronts.get(m.id), se=s.weighted_se,
+                tasks_se=s.se, beats_seeds=beats(m, s))
+            for i, (m, s) in enumerate(out)]
 
 
-def _cell(v: Optional[float]) -> str:
-    return "-" if v is None else f"{v:.4f}"
+def beats_every_seed(table: list[Row]) -> tuple[set[str], bool]:
+    """The members to mark as beating every seed member, and whether that is the paired comparison (per-document
+    outcomes) or, for a run that kept none, the point scores."""
+    if any(r.beats_seeds is not None for r in table):
+        return {r.member for r in table if r.beats_seeds}, True
+    best_seed = max((r.score for r in table if r.generation == 0 and r.score is not None), default=None)
+    return {r.member for r in table if best_seed is not None and r.score is not None and r.score > best_seed}, False
+
+
+def _cell(v: Optional[float], se: Optional[float] = None) -> str:
+    return fmt_pm(v, se)
 
 
 def _columns(table: list[Row], split: str, task_names: list[str]) -> tuple[list[str], list[list[str]]]:
@@ -57,8 +85,20 @@ def _columns(table: list[Row], split: str, task_names: list[str]) -> tuple[list[
     header = ["rank", "member", "gen", "operator", "state", *(["front"] if pareto else []), f"{split} (weighted)",
               *task_names]
     lines = [[str(r.rank), r.member, str(r.generation), r.operator, r.state,
-              *([str(r.front) if r.front is not None else "-"] if pareto else []), _cell(r.score),
-              *[_cell(r.tasks[t]) for t in task_names]] for r in table]
+              *([str(r.front) if r.front is not None else "-"] if pareto else []), _cell(r.score, r.se),
+              *[_cell(r.tasks[t], r.tasks_se.get(t)) for t in task_names]] for r in table]
+    return header, lines
+
+
+def _csv_columns(table: list[Row], split: str, task_names: list[str]) -> tuple[list[str], list[list]]:
+    """CSV's columns: numbers only, each score followed by its standard error."""
+    pareto = any(r.front is not None for r in table)
+    header = ["rank", "member", "gen", "operator", "state", *(["front"] if pareto else []), f"{split} (weighted)",
+              "se", *[c for t in task_names for c in (t, f"{t} se")], "beats every seed"]
+    blank = lambda v: "" if v is None else v  # noqa: E731
+    lines = [[r.rank, r.member, r.generation, r.operator, r.state, *([blank(r.front)] if pareto else []),
+              blank(r.score), blank(r.se), *[blank(v) for t in task_names for v in (r.tasks[t], r.tasks_se.get(t))],
+              blank(r.beats_seeds)] for r in table]
     return header, lines
 
 
@@ -69,6 +109,7 @@ def render(table: list[Row], *, fmt: str, split: str, task_names: list[str]) -> 
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf)
+        header, lines = _csv_columns(table, split, task_names)
         writer.writerow(header)
         writer.writerows(lines)
         return buf.getvalue().rstrip("\n")
@@ -106,9 +147,9 @@ def print_table(table: list[Row], *, split: str, task_names: list[str], title: s
         t.add_column(label, justify="right" if numeric else "left", no_wrap=numeric,
                      min_width=6 if col.startswith(split) or col in task_names else None,
                      overflow="fold")
-    best_seed = max((r.score for r in table if r.generation == 0 and r.score is not None), default=None)
+    green, _ = beats_every_seed(table)
     for r, line in zip(table, lines):
-        style = "bold green" if best_seed is not None and r.score is not None and r.score > best_seed else None
+        style = "bold green" if r.member in green else None
         if r.state == MemberState.FAILED.value:
             style = "red"  # non-finite weights or outputs: listed, never ranked among the others
         t.add_row(*(escape(cell) for cell in line), style=style)

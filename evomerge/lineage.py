@@ -65,13 +65,17 @@ def ancestors(store: Store, member: MemberRecord) -> list[MemberRecord]:
     return sorted(seen.values(), key=lambda m: (-m.generation, m.id))
 
 
-def _fmt(v: float | None) -> str:
-    return "-" if v is None else f"{v:.4f}"
+def _fmt(v: tuple[float | None, float | None] | float | None) -> str:
+    """A score, or (score, its standard error) as `0.7125 ±0.051`."""
+    from evomerge.outcomes import fmt_pm
+
+    return fmt_pm(*v) if isinstance(v, tuple) else fmt_pm(v, None)
 
 
 def text_tree(store: Store, member: MemberRecord, *, score: Callable[[int], float | None],
               report: Callable[[int], float | None] | None = None, width: int | None = None) -> str:
-    """`score` gives a member's select fitness; `report`, if given, its held-out report fitness. Lines are wrapped
+    """`score` gives a member's select fitness (or it and its standard error); `report`, if given, its held-out
+    report fitness. Lines are wrapped
     to `width` (default: the terminal's width, or $COLUMNS; not wrapped in a pipe or a log, to stay greppable), each
     continuation under its own branch of the tree."""
     import os

@@ -41,6 +41,16 @@ class ScoreRow:
     value: float
     docs: int
     reused_from: Optional[str]     # a crossover child's select scores are its best candidate's
+    packed: Optional[bytes] = None  # each document's outcome, in split order (evomerge/outcomes.py); None for
+                                    # scores written before outcomes were kept, or by a function that gives none
+
+    def outcomes(self):
+        """The per-document outcomes as a float64 array, or None."""
+        if self.packed is None:
+            return None
+        from evomerge.outcomes import unpack
+
+        return unpack(self.packed)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ class Scoring:
         key = ctx.board.key(which)
         weighted = ctx.cfg.fitness.weighted(scored.results)
         with ctx.store.transaction():
-            ctx.store.add_scores(subject, **key, results=scored.results, docs=scored.docs)
+            ctx.store.add_scores(subject, **key, results=scored.results, docs=scored.docs, outcomes=scored.outcomes)
             ctx.store.add_event("scored", subject=subject, split=key["split"], score=weighted, lm=scored.lm)
         ctx.reporter.advance(bar)
         ctx.reporter.log(f"{record.name:>16} {which:>6}: {format_results(scored.results)}  weighted {weighted:.4f}")

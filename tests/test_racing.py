@@ -9,7 +9,17 @@ import pytest
 
 from conftest import evomerge, run_and_kill, snapshot
 from evomerge.config import FitnessSpec, RacingSpec
-from evomerge.crossover.racing import Estimate, _bounds, beaten, combine, estimate, rung_limits
+from evomerge.crossover.racing import (
+    Estimate,
+    Rung,
+    _bounds,
+    beaten,
+    chosen_outcomes,
+    combine,
+    estimate,
+    paired_high,
+    rung_limits,
+)
 from evomerge.records import by_task, candidate_subject
 from evomerge.store import open_store
 
@@ -45,8 +55,37 @@ def test_slices_of_documents_add_up_to_scoring_them_at_once(tiny_models: Path):
     for start, stop in ((0, 6), (6, 11), (11, 23)):
         part = scorer.evaluate(model, tok, "select", docs=(start, stop))
         assert part.docs == {"evomerge_arith": stop - start, "evomerge_arc_easy": stop - start}
-        rung = (*combine(rung, part.results, part.docs), stop)
-    assert rung[0] == whole.results and rung[1] == whole.docs  # exactly: whole counts over the whole number
+        results, docs, outcomes = combine(rung, part.results, part.docs, part.outcomes)
+        rung = Rung(results, docs, stop, outcomes)
+    assert rung.results == whole.results and rung.docs == whole.docs  # exactly: whole counts over the whole number
+    assert rung.outcomes == whole.outcomes  # each document's outcome, in split order
+    for task, metrics in whole.outcomes.items():
+        assert set(metrics) == {"acc", "acc_norm"}
+        assert all(sum(v) / len(v) == whole.results[task][m] and set(v) <= {0.0, 1.0} for m, v in metrics.items())
+
+
+def test_the_paired_bound_stops_only_what_is_worse_beyond_noise():
+    import numpy as np
+
+    fitness = FitnessSpec.model_validate({"tasks": [{"task": "a"}, {"task": "b", "weight": 3.0}]})
+    spec = RacingSpec(confidence=0.95)
+    rng = np.random.default_rng(0)
+    ref = {t: np.tile(rng.integers(0, 2, 40), 5).astype(float) for t in "ab"}  # the first 40 are like all 200
+    same = {t: v[:40].copy() for t, v in ref.items()}
+    assert paired_high(same, ref, fitness, spec) == (0.0, 0.0)  # identical outcomes: no difference, no stop
+    worse = {t: v[:40].copy() for t, v in ref.items()}
+    for t in worse:
+        worse[t][np.flatnonzero(worse[t])[:3]] = 0  # loses 3 documents the reference solves, on each task
+    diff, high = paired_high(worse, ref, fitness, spec)
+    d = {t: worse[t] - ref[t][:40] for t in ref}
+    expect = (d["a"].mean() + 3 * d["b"].mean()) / 4
+    se = np.sqrt((d["a"].var(ddof=1) + 9 * d["b"].var(ddof=1)) / 40) / 4
+    assert diff == pytest.approx(expect) and high == pytest.approx(expect + 1.6448536269514722 * se) and high < 0
+    # the same accuracies, unpaired, overlap: Wilson's bounds would not stop it
+    assert not beaten(estimate({t: {"acc": worse[t].mean()} for t in ref}, {"a": 40, "b": 40}, fitness, spec),
+                      estimate({t: {"acc": ref[t].mean()} for t in ref}, {"a": 200, "b": 200}, fitness, spec))
+    assert paired_high(None, ref, fitness, spec) == (None, None)  # no outcomes: never stops
+    assert chosen_outcomes({"a": {"acc": [1.0]}}, fitness) is None
 
 
 @pytest.fixture
@@ -58,8 +97,12 @@ def racing_pipeline(tiny_pipeline: Path) -> Path:
     return tiny_pipeline
 
 
-def test_a_race_stops_candidates_that_cannot_win_and_the_child_is_fully_scored(racing_pipeline: Path, tmp_path: Path):
+@pytest.mark.parametrize("bound", ["paired", "wilson"])
+def test_a_race_stops_candidates_that_cannot_win_and_the_child_is_fully_scored(racing_pipeline: Path, tmp_path: Path,
+                                                                             bound: str):
     run_dir = tmp_path / "run"
+    racing_pipeline.write_text(racing_pipeline.read_text().replace("racing: {confidence: 0.55}",
+                                                                   f"racing: {{confidence: 0.55, bound: {bound}}}"))
     result = evomerge("run", str(racing_pipeline), "--run-dir", str(run_dir), "--quiet")
     assert result.returncode == 0, result.stderr[-3000:]
     store = open_store(run_dir)
@@ -85,8 +128,16 @@ def test_a_race_stops_candidates_that_cannot_win_and_the_child_is_fully_scored(r
                 assert not rungs[24] and rungs[n]  # stopped there: never scored on every document
                 rows = rungs[n]
                 est = estimate(by_task(rows), {r.task: r.docs for r in rows}, fitness, spec)
-                assert c.score == est.value and est.high == stopped[subject]["high"]  # CMA-ES was told the estimate
-                assert est.high < stopped[subject]["reference"]
+                assert c.score == est.value  # CMA-ES was told the estimate
+                if bound == "wilson":
+                    assert est.high == stopped[subject]["high"] < stopped[subject]["reference"]
+                else:  # the upper bound of the paired difference to the best fully scored candidate before it
+                    before = [o for o in cands if (o.iteration, o.idx) < (c.iteration, c.idx) and o.id in full]
+                    best = max(before, key=lambda o: (o.score, -o.iteration, -o.idx))
+                    mine, theirs = ({r.task: r.outcomes() for r in store.scores(candidate_subject(k), **key, limit=m)
+                                     if r.metric == "acc"} for k, m in ((c.id, n), (best.id, 24)))
+                    diff, high = paired_high(mine, theirs, fitness, spec)
+                    assert (diff, high) == (stopped[subject]["diff"], stopped[subject]["high"]) and high < 0
             else:
                 assert rungs[24] and c.score == fitness.weighted(by_task(rungs[24]))
                 full[c.id] = c.score

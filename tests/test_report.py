@@ -1,10 +1,12 @@
 """The run report: the HTML page driven in a real headless Chromium (loads cleanly, one node per member, a click shows
-the recipe, a header click sorts, a hostile member name stays text), the PNG plots, the DOT output through Graphviz,
-and a layout whose nodes never overlap."""
+the recipe, a header click sorts, a hostile member name stays text, scores carry ± one standard error, the best member
+is compared, paired, with its seeds and parents), the collected data checked against the one score query, the PNG
+plots, the DOT output through Graphviz, and a layout whose nodes never overlap."""
 from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -13,9 +15,13 @@ from pathlib import Path
 import pytest
 from conftest import PIPELINE, POPULATION, evomerge
 
+from evomerge.evolution import open_config
+from evomerge.outcomes import fmt_pm
+from evomerge.report import collect
 from evomerge.report import html as report_html
 from evomerge.report.data import layout
 from evomerge.records import MemberRecord, MemberState, member_subject
+from evomerge.scores import ScoreBoard
 from evomerge.store import open_store
 
 # linear crossover with LoRA and ES mutation: seed 2 mutates g1-c0 by LoRA and g2-c1 by ES, so the tree has every
@@ -53,7 +59,8 @@ def run_dir(tiny_models: Path, tmp_path_factory) -> Path:
         for split, limit, value in (("select", 6, 0.0), ("report", 6, 1.0)):
             store.add_scores(member_subject(mid), split=split, limit=limit, fewshot=0,
                              results={"evomerge_arith": {"acc": value}, "evomerge_arc_easy": {"acc": value}},
-                             docs={"evomerge_arith": limit, "evomerge_arc_easy": limit})
+                             docs={"evomerge_arith": limit, "evomerge_arc_easy": limit},
+                             outcomes={t: {"acc": [value] * limit} for t in ("evomerge_arith", "evomerge_arc_easy")})
     store.close()
     return root / "run"
 
@@ -130,11 +137,42 @@ def test_html_report_in_headless_chromium(run_dir: Path, tmp_path: Path):
         page.click('#board th[data-sort=":report"]')
         after = column("name")
         assert after != before and sorted(after) == sorted(before) and after[0] == HOSTILE
-        values = [float(v) for v in column("report") if v != "–"]
+        values = [float(v.split("±")[0]) for v in column("report") if v != "–"]
         assert values == sorted(values, reverse=True)
         page.click('#board th[data-sort=":report"]')
-        values = [float(v) for v in column("report") if v != "–"]
+        values = [float(v.split("±")[0]) for v in column("report") if v != "–"]
         assert values == sorted(values)
+
+        # every score with ± one standard error, as `evomerge leaderboard` writes it (evomerge.outcomes.fmt_pm)
+        data = collect(store, open_config(store).pipeline, run_dir=run_dir)
+        by_id = {m["id"]: m for m in data["members"]}
+        shown = page.eval_on_selector_all("#board tbody tr", "rs => rs.map(r => [+r.dataset.id, r.children[5]"
+                                          ".textContent, r.children[8].textContent])")
+        assert shown and all(select == fmt_pm(by_id[i]["select"], by_id[i]["select_se"]) and
+                             arith == fmt_pm(by_id[i]["tasks"]["evomerge_arith"]["select"],
+                                             by_id[i]["tasks"]["evomerge_arith"]["select_se"])
+                             for i, select, arith in shown), shown
+        best = by_id[data["run"]["best"]]
+        page.click(f'#tree g.node[data-id="{best["id"]}"]')
+        assert page.text_content("#details table.mini tbody tr td:nth-child(3)") == fmt_pm(best["report"],
+                                                                                           best["report_se"])
+
+        # the best member against each seed and each parent, paired, held-out documents first
+        assert "paired, report split" in page.text_content("#paired h2")
+        for split in ("report", "select"):
+            page.click(f'#paired button[data-split="{split}"]')
+            rows = page.eval_on_selector_all(
+                "#paired tbody tr", "rs => rs.map(r => [+r.dataset.id, ...[...r.children].map(c => c.textContent)])")
+            entries = [e for e in data["paired"] if e["split"] == split]
+            assert [r[0] for r in rows] == [e["other"] for e in entries] and rows
+            for (_, name, relation, diff, interval, docs, wins, verdict), e in zip(rows, entries):
+                assert (name, relation) == (e["name"], e["relation"])
+                if e["paired"]:
+                    assert interval == f"[{_signed(e['low'])}, {_signed(e['high'])}]" and docs == str(e["docs"])
+                    assert verdict == {"A better": "better", "B better": "worse"}.get(e["verdict"], e["verdict"])
+                    assert wins.count("%") == 3
+                else:
+                    assert interval == "–" and verdict.startswith("not ")
 
         # the Pareto fronts: a scatter per split; the select front's members listed with their held-out gap; the
         # hostile seed, last on select and best on every report task, is the whole report front
@@ -180,6 +218,79 @@ def test_html_report_in_headless_chromium(run_dir: Path, tmp_path: Path):
     assert dialogs == [], "a script from the data ran"
     assert errors == [], errors
     assert all(u.startswith(("file://", "data:")) for u in requests), requests
+
+
+def _signed(v: float) -> str:
+    """The page's signed difference: +0.0833, −0.0833, ±0.0000."""
+    return ("+" if v > 0 else "−" if v < 0 else "±") + f"{abs(v):.4f}"
+
+
+def _plain(x) -> bool:
+    """JSON's own types all the way down (no numpy scalar slipped in)."""
+    if isinstance(x, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in x.items())
+    if isinstance(x, (list, tuple)):
+        return all(_plain(v) for v in x)
+    return x is None or type(x) in (str, int, float, bool)
+
+
+def test_report_data_has_standard_errors_and_paired_differences(run_dir: Path, tmp_path: Path):
+    """Every score's SE is the one score query's (for an `acc` task, √(p(1−p)/n)); the best member is compared with
+    each seed and each parent by ScoreBoard.compare, and with a seed scored before outcomes were kept by its point
+    difference only."""
+    shutil.copytree(run_dir, tmp_path / "run")
+    store = open_store(tmp_path / "run")
+    with store.transaction():
+        legacy = store.add_member(name="legacy", generation=0, operator="seed", parents=(), params={}, recipe="{}",
+                                  weights=None)
+        store.retire(legacy)
+        for split in ("select", "report"):
+            store.add_scores(member_subject(legacy), split=split, limit=6, fewshot=0,
+                             results={"evomerge_arith": {"acc": 0.0}, "evomerge_arc_easy": {"acc": 1 / 6}},
+                             docs={"evomerge_arith": 6, "evomerge_arc_easy": 6})
+    pipeline = open_config(store).pipeline
+    data = collect(store, pipeline, run_dir=tmp_path / "run")
+    assert _plain(data) and report_html.json_for_script(data)  # no numpy type, no NaN
+    assert data["run"]["best"] not in (None, legacy)
+    board = ScoreBoard(store, pipeline.fitness)
+
+    for m in data["members"]:
+        for which in ("select", "report"):
+            s = board.member(m["id"], which)
+            assert (m[which], m[f"{which}_se"]) == (s.weighted, s.weighted_se)
+            for t in pipeline.fitness.tasks:
+                p, se = m["tasks"][t.task][which], m["tasks"][t.task][f"{which}_se"]
+                assert se == s.se[t.task]
+                if p is not None:  # every task is an acc: the SE of a proportion
+                    assert se == pytest.approx(math.sqrt(p * (1 - p) / s.docs[t.task]), abs=1e-12), (m["name"], t)
+    scored = [m for m in data["members"] if m["report"] is not None]
+    assert any(m["report_se"] > 0 for m in scored) and all(m["report_se"] is not None for m in scored)
+
+    best = store.member(data["run"]["best"])
+    seeds = {m.id for m in store.members() if m.generation == 0 and m.state is not MemberState.FAILED} - {best.id}
+    for which in ("report", "select"):
+        entries = {e["other"]: e for e in data["paired"] if e["split"] == which}
+        a = board.member(best.id, which)
+        expected = {i for i in seeds if board.member(i, which).weighted is not None} | set(best.parents)
+        assert set(entries) == expected and legacy in entries
+        for i, e in entries.items():
+            assert e["relation"] == ", ".join(r for r, ids in (("seed", seeds), ("parent", set(best.parents)))
+                                              if i in ids)
+            b = board.member(i, which)
+            compared = board.compare(a, b)
+            if compared is None:
+                assert e["paired"] is False and e["low"] is None and e["verdict"] is None
+                assert e["diff"] == (None if b.weighted is None else pytest.approx(a.weighted - b.weighted))
+                continue
+            whole = compared[1]
+            assert e["paired"] is True and e["low"] <= e["diff"] <= e["high"]
+            assert (e["diff"], e["low"], e["high"], e["docs"], e["a_wins"], e["b_wins"], e["ties"], e["verdict"]) == (
+                whole.diff, whole.low, whole.high, whole.docs, whole.a_wins, whole.b_wins, whole.ties, whole.verdict)
+        assert entries[legacy]["paired"] is False and entries[legacy]["diff"] == pytest.approx(
+            a.weighted - (0.0 + 1 / 6) / 2)
+        assert sum(e["paired"] for e in entries.values()) >= 2
+    hostile = next(e for e in data["paired"] if e["name"] == HOSTILE and e["split"] == "report")
+    assert hostile["verdict"] == "B better" and hostile["high"] < 0  # 1.0 on every held-out document
 
 
 def test_report_plots_and_errors(run_dir: Path, tmp_path: Path):

@@ -238,7 +238,7 @@ def test_a_first_release_database_is_migrated_without_unpickling(tmp_path: Path,
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         columns = {r[1] for r in conn.execute("PRAGMA table_info(crossovers)")}
         version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
-    assert version == "2" and "es_iterations" not in tables and "es_state" not in columns
+    assert version == "3" and "es_iterations" not in tables and "es_state" not in columns
     assert [(x.generation, x.slot, x.iteration) for x in store.crossovers()] == crossovers
     steps = [(mu.id, s.step, s.data["seeds"], s.data["coefficients"]) for mu in store.mutations()
              for s in store.mutation_steps(mu.id)]
@@ -247,7 +247,44 @@ def test_a_first_release_database_is_migrated_without_unpickling(tmp_path: Path,
     inside = [m.weights for m in store.members() if m.generation > 0 and m.weights]
     assert inside and all(w == f"members/{w.split('/')[-1]}" for w in inside)  # relative to the run directory
     assert not any("fitness" in d for _, _, d in store.events())
-    open_store(tmp_path / "run")  # a migrated store opens as version 2
+    open_store(tmp_path / "run")  # a migrated store opens as the current version
+
+
+def test_outcomes_are_written_once_with_their_score_in_its_transaction(store):
+    """Each score row keeps its documents' outcomes (bits for 0/1, float32 otherwise), written in the same
+    transaction as the score: a failed transaction leaves neither, outcomes that do not fit refuse the whole write,
+    and a row with its outcomes is never written twice."""
+    import numpy as np
+
+    acc = [1, 0, 1, 1, 0, 0, 1, 1, 1, 0, 1]            # 11 documents: bits that do not fill a byte
+    loglik = [-1.25, -0.5, -3.0, -0.125, -2.0, -0.75, -1.0, -0.25, -4.0, -0.375, -0.625]
+    with pytest.raises(RuntimeError):
+        with store.transaction():
+            mid = _member(store)
+            store.add_scores(member_subject(mid), split="s", limit=11, fewshot=0, results={"t": {"acc": 7 / 11}},
+                             docs={"t": 11}, outcomes={"t": {"acc": acc}})
+            raise RuntimeError("killed mid-step")
+    assert store.all_scores() == []
+    with pytest.raises(ValueError, match="10 outcomes for 11 documents"):
+        with store.transaction():
+            mid = _member(store)
+            store.add_scores(member_subject(mid), split="s", limit=11, fewshot=0, results={"t": {"acc": 7 / 11}},
+                             docs={"t": 11}, outcomes={"t": {"acc": acc[:10]}})
+    assert store.members() == [] and store.all_scores() == []
+    with store.transaction():
+        mid = _member(store)
+        store.add_scores(member_subject(mid), split="s", limit=11, fewshot=0,
+                         results={"t": {"acc": 7 / 11, "loglik": float(np.mean(loglik)), "f1": 0.5}},
+                         docs={"t": 11}, outcomes={"t": {"acc": acc, "loglik": loglik}})
+    rows = {r.metric: r for r in store.scores(member_subject(mid), split="s", limit=11, fewshot=0)}
+    assert rows["acc"].outcomes().tolist() == acc and len(rows["acc"].packed) == 5 + 2  # a header and 11 bits
+    assert rows["loglik"].outcomes().tolist() == loglik  # exact in float32
+    assert rows["f1"].outcomes() is None  # a metric without per-document values has none
+    with pytest.raises(StoreConflict):
+        with store.transaction():
+            store.add_scores(member_subject(mid), split="s", limit=11, fewshot=0, results={"t": {"acc": 0.0}},
+                             docs={"t": 11}, outcomes={"t": {"acc": [0] * 11}})
+    assert store.scores(member_subject(mid), split="s", limit=11, fewshot=0)[0].outcomes().tolist() == acc
 
 
 def test_threads_share_a_store_one_transaction_at_a_time(store):

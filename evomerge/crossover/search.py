@@ -11,7 +11,7 @@ from typing import Optional
 from evomerge import ids
 from evomerge.context import RunContext
 from evomerge.crossover.cma import CmaSearch
-from evomerge.crossover.racing import beaten, combine, estimate, rung_limits
+from evomerge.crossover.racing import Rung, beaten, chosen_outcomes, combine, estimate, paired_high, rung_limits
 from evomerge.errors import EvomergeError
 from evomerge.executor.base import Candidate, CrossoverJob
 from evomerge.records import CrossoverRecord, MemberState, by_task, candidate_subject, member_subject
@@ -101,7 +101,7 @@ class CrossoverStage:
         key = ctx.board.key("select")
         value = ctx.cfg.fitness.weighted(scored.results)
         with ctx.store.transaction():
-            ctx.store.add_scores(subject, **key, results=scored.results, docs=scored.docs)
+            ctx.store.add_scores(subject, **key, results=scored.results, docs=scored.docs, outcomes=scored.outcomes)
             ctx.store.set_candidate_score(cand.key, value)
             ctx.store.add_event("scored", subject=subject, split=key["split"], score=value, lm=scored.lm)
         ctx.reporter.log(f"  candidate {iteration}.{idx}: select {value:.4f} (best so far "
@@ -138,69 +138,75 @@ class CrossoverStage:
     def _race_one(self, rec: CrossoverRecord, job: CrossoverJob, cand, limits: list[int]) -> Optional[float]:
         """One candidate's later rungs: its told score (the full score, or its estimate where it stopped)."""
         ctx = self.ctx
-        spec = ctx.cfg.crossover.racing
+        spec, fitness = ctx.cfg.crossover.racing, ctx.cfg.fitness
         reference = self._reference(rec, before=(cand.iteration, cand.idx))
         previous = None
         for n in limits:
             rung = self._rung(cand.id, n)
             if rung is None:
-                start = previous[2] if previous else 0
+                start = previous.n if previous else 0
                 scored = next(iter(ctx.executor.evaluate(job, [Candidate(key=cand.id, params=cand.params,
                                                                           docs=(start, n))])))[1]
                 rung = self._store_rung(cand.id, cand.params, scored, n, previous=previous)
                 if rung is None:
                     return None
-            results, docs, _ = rung
-            est = estimate(results, docs, ctx.cfg.fitness, spec)
+            est = estimate(rung.results, rung.docs, fitness, spec)
             if n == limits[-1]:
                 self._tell(cand, est.value, f"select {est.value:.4f}")
                 return est.value
-            if beaten(est, reference):
-                self._tell(cand, est.value, f"stopped after {n} of {limits[-1]} documents per task: select "
-                                            f"{est.value:.4f} <= {est.high:.4f} < {reference.low:.4f}, the best's "
-                                            "lower bound", stopped=n, high=est.high, reference=reference.low)
-                return est.value
+            stop = f"stopped after {n} of {limits[-1]} documents per task: select {est.value:.4f}"
+            if spec.bound == "paired" and reference is not None:
+                diff, high = paired_high(chosen_outcomes(rung.outcomes, fitness),
+                                         chosen_outcomes(reference.outcomes, fitness), fitness, spec)
+                if high is not None and high < 0:
+                    self._tell(cand, est.value, f"{stop}, paired difference to the best {diff:+.4f} (upper bound "
+                                                f"{high:+.4f} < 0)", stopped=n, diff=diff, high=high)
+                    return est.value
+            elif spec.bound != "paired" and reference is not None:
+                bounds = estimate(reference.results, reference.docs, fitness, spec)
+                if beaten(est, bounds):
+                    self._tell(cand, est.value, f"{stop} <= {est.high:.4f} < {bounds.low:.4f}, the best's lower "
+                                                "bound", stopped=n, high=est.high, reference=bounds.low)
+                    return est.value
             previous = rung
         raise AssertionError("unreachable: the last rung is the select limit")
 
-    def _rung(self, candidate_id: int, n: int) -> Optional[tuple[dict, dict, int]]:
-        """A stored rung: (results, documents per task, its limit) of the candidate on its first n documents."""
+    def _rung(self, candidate_id: int, n: int) -> Optional[Rung]:
+        """A stored rung: the candidate's scores (and outcomes) on its first n documents."""
         key = {**self.ctx.board.key("select"), "limit": n}
-        rows = self.ctx.store.scores(candidate_subject(candidate_id), **key)
-        return (by_task(rows), {r.task: r.docs for r in rows}, n) if rows else None
+        return _as_rung(self.ctx.store.scores(candidate_subject(candidate_id), **key), n)
 
-    def _store_rung(self, candidate_id: int, params: dict, scored, n: int, *, previous
-                    ) -> Optional[tuple[dict, dict, int]]:
+    def _store_rung(self, candidate_id: int, params: dict, scored, n: int, *, previous: Optional[Rung]
+                    ) -> Optional[Rung]:
         """Commit the scores of a candidate on its first n documents (a slice's scores added to the previous
-        rung's), or its failure; None if it failed."""
+        rung's), or its failure; None if it failed. The rung is read back as stored, so that a resumed race decides
+        on exactly what this one does."""
         ctx = self.ctx
         subject = candidate_subject(candidate_id)
         if scored.failure is not None:
             self._failed(candidate_id, scored.failure, str(candidate_id), params)
             return None
-        results, docs = combine(previous, scored.results, scored.docs)
+        results, docs, outcomes = combine(previous, scored.results, scored.docs, scored.outcomes)
         key = {**ctx.board.key("select"), "limit": n}
         with ctx.store.transaction():
-            ctx.store.add_scores(subject, **key, results=results, docs=docs)
+            ctx.store.add_scores(subject, **key, results=results, docs=docs, outcomes=outcomes)
             ctx.store.add_event("scored", subject=subject, split=key["split"], limit=n,
                                 documents=sum(scored.docs.values()), score=ctx.cfg.fitness.weighted(results),
                                 lm=scored.lm)
-        return results, docs, n
+        return self._rung(candidate_id, n)
 
-    def _reference(self, rec: CrossoverRecord, *, before: tuple[int, int]):
-        """The bounds of the best candidate of the crossover scored on every document, among those before `before`
-        (iteration, index): what a later candidate must be able to beat."""
+    def _reference(self, rec: CrossoverRecord, *, before: tuple[int, int]) -> Optional[Rung]:
+        """The best candidate of the crossover scored on every document, among those before `before` (iteration,
+        index), with its scores and outcomes: what a later candidate must be able to beat (ties: the first)."""
         ctx = self.ctx
-        best = None
+        best, rows_of_best = None, None
         for c in ctx.store.candidates(rec.id):
             if (c.iteration, c.idx) >= before or c.score is None:
                 continue
             rows = ctx.store.scores(candidate_subject(c.id), **ctx.board.key("select"))
-            if rows and (best is None or c.score > best[0]):
-                best = (c.score, by_task(rows), {r.task: r.docs for r in rows})
-        if best is None:
-            return None
-        return estimate(best[1], best[2], ctx.cfg.fitness, ctx.cfg.crossover.racing)
+            if rows and (best is None or c.score > best.score):
+                best, rows_of_best = c, rows
+        return None if best is None else _as_rung(rows_of_best, ctx.cfg.fitness.select.limit)
 
     def _tell(self, cand, value: float, text: str, **stopped) -> None:
         """Commit the score CMA-ES is told for a raced candidate."""
@@ -231,16 +237,16 @@ class CrossoverStage:
             out.parent.mkdir(parents=True, exist_ok=True)
             merge_to_disk(config, out, seed=ctx.cfg.seed, device=resolve(ctx.cfg.device))
         method, key = job.genome.method.name, ctx.board.key("select")
-        rows = ctx.store.scores(candidate_subject(best.id), **key)
+        reused = _as_rung(ctx.store.scores(candidate_subject(best.id), **key), 0)
         with ctx.store.transaction():
             child = ctx.store.add_member(
                 name=name, generation=rec.generation, operator=method, parents=rec.parents,
                 params={"merge": best.params, "candidate": best.id, "seed": ctx.cfg.seed}, recipe=config.to_yaml(),
                 weights=ctx.artifacts.ref(out) if state is MemberState.ALIVE else None, state=state,
                 id=ids.member(ctx.loaded, rec.generation, rec.slot, ids.CROSSOVER))
-            if rows:  # the best candidate's select scores, reused
-                ctx.store.add_scores(member_subject(child), **key, results=by_task(rows),
-                                     docs={r.task: r.docs for r in rows}, reused_from=candidate_subject(best.id))
+            if reused:  # the best candidate's select scores and outcomes, reused
+                ctx.store.add_scores(member_subject(child), **key, results=reused.results, docs=reused.docs,
+                                     outcomes=reused.outcomes, reused_from=candidate_subject(best.id))
             ctx.store.set_crossover_child(rec.id, child)
             ctx.store.add_event("member_added", member=child, name=name, operator=method, score=best.score,
                                 intermediate=intermediate)
@@ -249,6 +255,17 @@ class CrossoverStage:
         ctx.reporter.log(f"child {name}: {method} of {', '.join(job.genome.parents)}, "
                          + (f"select {best.score:.4f}" if scored else "FAILED: every candidate failed"))
         return child
+
+
+def _as_rung(rows: list, n: int) -> Optional[Rung]:
+    """Score rows (of one subject and key) as a Rung, None if there are none."""
+    if not rows:
+        return None
+    outcomes: dict = {}
+    for r in rows:
+        if r.packed is not None:
+            outcomes.setdefault(r.task, {})[r.metric] = r.outcomes()
+    return Rung(results=by_task(rows), docs={r.task: r.docs for r in rows}, n=n, outcomes=outcomes)
 
 
 def _best(scores) -> Optional[float]:

@@ -4,10 +4,14 @@ Tasks are found with `TaskManager(include_path=...)` in the folder of tasks ship
 pipeline's include paths, built once per run for each split, and evaluated on models held in memory (`HFLM`).
 A task given as `python: module:function` is a Python fitness function instead, called on the same model:
 
-    def fitness(model, tokenizer, *, split: str, limit: int | None, device: str, **args) -> dict[str, float]
+    def fitness(model, tokenizer, *, split: str, limit: int | None, device: str, **args) -> dict
 
 (`split` is the split's name in the pipeline, `limit` its document limit; it returns its metrics, and may return
-`docs`, how many documents it scored). Its scores are stored and reused exactly as lm-eval's are.
+`docs`, how many documents it scored, and `outcomes`, {metric: [one value per document, in split order]}, which
+standard errors and paired comparisons use). Its scores are stored and reused exactly as lm-eval's are.
+
+lm-eval's tasks give each document's outcome through `log_samples`; they are kept for every metric whose
+aggregate is the mean of its documents' values (acc, acc_norm, exact_match, ...).
 evomerge/fitness/perplexity.py is one: a held-out log-likelihood on a JSONL text file.
 """
 from __future__ import annotations
@@ -16,7 +20,7 @@ import json
 import logging
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Optional
@@ -32,11 +36,13 @@ Results = dict[str, dict[str, float]]  # task -> metric -> value
 @dataclass(frozen=True)
 class Scored:
     """One model scored on one split: task -> metric -> value, task -> documents scored, and the lm-eval model
-    that computed it (FastLM or HFLM); or, for a model that cannot be scored, why (`failure`) and no results."""
+    that computed it (FastLM or HFLM); or, for a model that cannot be scored, why (`failure`) and no results.
+    `outcomes`: task -> metric -> each scored document's outcome, in split order, where the task gives them."""
     results: Results
     docs: dict[str, int]
     lm: str
     failure: Optional[str] = None
+    outcomes: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
 
 class NonFinite(ValueError):
@@ -178,6 +184,7 @@ class Scorer:
         split = self._split(which)
         results: Results = {}
         counts: dict[str, int] = {}
+        outcomes: dict[str, dict[str, list[float]]] = {}
         lm_tasks = [t for t in self.spec.tasks if t.python is None]
         lm = self._lm(model, tokenizer) if lm_tasks else None
         name = type(lm).__name__ if lm_tasks else "python"
@@ -185,27 +192,31 @@ class Scorer:
             if lm_tasks:
                 window = {} if docs is None else {"samples": {t.task: list(range(*docs)) for t in lm_tasks}}
                 out = evaluate(lm=lm, task_dict=self._tasks_for(which), limit=None if docs else split.limit,
-                               bootstrap_iters=0, log_samples=False, verbosity="ERROR", **window)
+                               bootstrap_iters=0, log_samples=True, verbosity="ERROR", **window)
                 for task in lm_tasks:
                     raw = out["results"][task.task]
                     results[task.task] = {k.split(",")[0]: float(v) for k, v in raw.items() if k.endswith(",none")
                                           and "_stderr" not in k and isinstance(v, (int, float))}
                     counts[task.task] = int(out["n-samples"][task.task]["effective"])
+                    outcomes[task.task] = _per_document(out["samples"][task.task], results[task.task])
             for task in self.spec.tasks:
                 if task.python is not None:
-                    results[task.task], counts[task.task] = self._call(task, model, tokenizer, split)
+                    results[task.task], counts[task.task], outcomes[task.task] = self._call(task, model, tokenizer,
+                                                                                            split)
         except NonFinite as e:
             return Scored(results={}, docs={}, lm=name, failure=str(e))
-        return Scored(results=results, docs=counts, lm=name)
+        return Scored(results=results, docs=counts, lm=name, outcomes=outcomes)
 
-    def _call(self, task, model, tokenizer, split: SplitSpec) -> tuple[dict[str, float], int]:
-        """A Python fitness function's metrics and document count, checked: numbers, finite, the configured one."""
+    def _call(self, task, model, tokenizer, split: SplitSpec) -> tuple[dict[str, float], int, dict[str, list]]:
+        """A Python fitness function's metrics, document count and per-document outcomes, checked: numbers,
+        finite, the configured one, one outcome per document."""
         import torch
 
         with torch.no_grad():
             out = self._functions[task.task](model, tokenizer, split=split.split, limit=split.limit,
                                              device=self.device)
         where = f"the fitness function {task.python} (task {task.task!r})"
+        per_doc = out.pop("outcomes", None) if isinstance(out, dict) else None
         if not isinstance(out, dict) or not all(isinstance(v, (int, float)) for v in out.values()):
             raise EvomergeError(f"{where} returned {type(out).__name__} {str(out)[:80]}, not a dict of numbers. "
                                 "Fix: return {metric: value, ...}")
@@ -216,7 +227,19 @@ class Scorer:
         bad = [k for k, v in metrics.items() if not math.isfinite(v)]
         if bad:
             raise NonFinite(f"{where} gave non-finite {', '.join(bad)}")
-        return metrics, int(out.get("docs", split.limit or 0))
+        docs = int(out.get("docs", split.limit or 0))
+        if per_doc is None:
+            return metrics, docs, {}
+        if not isinstance(per_doc, dict) or set(per_doc) - set(metrics):
+            raise EvomergeError(f"{where} returned outcomes for {str(per_doc)[:80]}, not {{metric: [a value per "
+                                "document]}} of its metrics. Fix: return outcomes={metric: [...]} or none")
+        from evomerge.outcomes import check
+
+        try:
+            return metrics, docs, {m: check(v, docs, where).tolist() for m, v in per_doc.items()}
+        except (TypeError, ValueError) as e:
+            raise EvomergeError(f"{e}. Fix: return one finite outcome per document it scored (`docs` of them), "
+                                "in split order") from None
 
     def _lm(self, model, tokenizer):
         if id(model) not in self._lms:
@@ -252,6 +275,20 @@ class Scorer:
                 target = task.doc_to_choice(doc)[target] if isinstance(target, int) else target
             examples.append((task.doc_to_text(doc), f"{delim}{target}"))
         return examples
+
+
+def _per_document(samples: list[dict], metrics: dict[str, float]) -> dict[str, list[float]]:
+    """Each metric's per-document values from lm-eval's logged samples, in document order: for the metrics whose
+    aggregate is their mean (the others, e.g. a corpus F1, have no per-document outcome)."""
+    samples = sorted(samples, key=lambda s: s["doc_id"])
+    out = {}
+    for metric, value in metrics.items():
+        values = [s.get(metric) for s in samples]
+        if samples and all(isinstance(v, (int, float, bool)) for v in values):
+            values = [float(v) for v in values]
+            if abs(sum(values) / len(values) - value) <= 1e-9 * max(1.0, abs(value)):
+                out[metric] = values
+    return out
 
 
 def _fast_lm(scorer: Scorer, model, tokenizer):

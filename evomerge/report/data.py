@@ -1,5 +1,6 @@
 """What the HTML report and the PNG plots show, read from a run's store in one pass: every member with every score
-and its place in the lineage layout, fitness per generation, each crossover's CMA-ES candidates and each ES
+(each with its standard error over documents) and its place in the lineage layout, the best member's paired
+differences to its seeds and parents, fitness per generation, each crossover's CMA-ES candidates and each ES
 mutation's rewards. The result is plain JSON-able data, so the HTML page and matplotlib draw the same numbers.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from evomerge.config import SPLITS, PipelineConfig
 from evomerge.lineage import edge_label, operator_class, operator_color, operator_colors, operator_kind
+from evomerge.outcomes import task_se
 from evomerge.records import MemberRecord, MemberState, ScoreRow, candidate_subject, member_subject
 from evomerge.scores import Scores, ScoreBoard
 from evomerge.store.base import Store
@@ -101,7 +103,8 @@ def layout(members: list[MemberRecord]) -> Layout:
 
 def _score_rows(rows: list[ScoreRow]) -> list[dict]:
     return [{"task": r.task, "split": r.split, "metric": r.metric, "limit": r.limit, "fewshot": r.fewshot,
-             "value": _num(r.value), "docs": r.docs, "reused_from": r.reused_from} for r in rows]
+             "value": _num(r.value), "se": _num(task_se(r.value, r.docs, r.metric, r.outcomes())), "docs": r.docs,
+             "reused_from": r.reused_from} for r in rows]
 
 
 def _stats(values: list[float]) -> dict | None:
@@ -140,6 +143,7 @@ def collect(store: Store, pipeline: PipelineConfig, *, run_dir: Path) -> dict[st
         "colors": {**operator_colors(), **{m.operator: operator_color(m.operator) for m in members}},
         "members": out_members,
         "fronts": {which: fronts[which]["front"] for which in SPLITS},
+        "paired": [] if best is None else _paired(board, members, scores, best["id"]),
         "generations": _generations(members, generations, scores),
         "crossovers": _crossovers(store, method),
         "mutations": _mutations(store),
@@ -159,7 +163,10 @@ def _members(store: Store, members: list[MemberRecord], scores: dict[str, dict[i
     tree = layout(members)
     out = []
     for m in members:
-        tasks = {t: {which: _num(scores[which][m.id].tasks[t]) for which in SPLITS} for t in scores["select"][m.id].tasks}
+        per = {which: scores[which][m.id] for which in SPLITS}
+        tasks = {t: {**{w: _num(s.tasks[t]) for w, s in per.items()}, **{f"{w}_se": _num(s.se.get(t))
+                                                                          for w, s in per.items()}}
+                 for t in per["select"].tasks}
         col, row = tree.places[m.id]
         out.append({
             "id": m.id, "name": m.name, "generation": m.generation, "operator": m.operator,
@@ -168,10 +175,42 @@ def _members(store: Store, members: list[MemberRecord], scores: dict[str, dict[i
             "edges": [{"parent": p, "label": edge_label(m, by_id[p]), "lanes": tree.lanes.get((p, m.id), [])}
                       for p in m.parents if p in by_id],
             "params": m.params, "recipe": _recipe_text(m), "survived": survived.get(m.id, []),
-            "select": _num(scores["select"][m.id].weighted), "report": _num(scores["report"][m.id].weighted),
+            **{w: _num(s.weighted) for w, s in per.items()}, **{f"{w}_se": _num(s.weighted_se) for w, s in per.items()},
             "tasks": tasks, "scores": _score_rows(store.scores(member_subject(m.id), any_limit=True)),
             "col": col, "row": row,
         })
+    return out
+
+
+def _paired(board: ScoreBoard, members: list[MemberRecord], scores: dict[str, dict[int, Scores]],
+            best: int) -> list[dict]:
+    """The best member (A) against each seed scored on the split and each parent (B), on the report split, then
+    select: A − B with its 95% paired interval over documents (ScoreBoard.compare), or, where either has no
+    per-document outcomes, the point difference only ("paired": false; None where either is unscored)."""
+    by_id = {m.id: m for m in members}
+    seeds = {m.id for m in members if m.generation == 0 and m.state not in (MemberState.FAILED,
+                                                                             MemberState.INTERMEDIATE)}
+    parents = set(by_id[best].parents)
+    out = []
+    for which in ("report", "select"):
+        a = scores[which][best]
+        others = sorted(i for i in (seeds | parents) - {best}
+                        if i in parents or scores[which][i].weighted is not None)
+        for i in others:
+            b = scores[which][i]
+            relation = ", ".join(r for r, ids in (("seed", seeds), ("parent", parents)) if i in ids)
+            entry = {"other": i, "name": by_id[i].name, "relation": relation, "split": which, "paired": False,
+                     "diff": None, "low": None, "high": None, "docs": None, "a_wins": None, "b_wins": None,
+                     "ties": None, "verdict": None}
+            if a.weighted is not None and b.weighted is not None:
+                entry["diff"] = _num(a.weighted - b.weighted)
+            compared = board.compare(a, b) if entry["diff"] is not None else None
+            if compared is not None:
+                whole = compared[1]
+                entry.update(paired=True, diff=_num(whole.diff), low=_num(whole.low), high=_num(whole.high),
+                             docs=int(whole.docs), a_wins=_num(whole.a_wins), b_wins=_num(whole.b_wins),
+                             ties=_num(whole.ties), verdict=whole.verdict)
+            out.append(entry)
     return out
 
 

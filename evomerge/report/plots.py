@@ -1,6 +1,6 @@
 """The report's charts as PNG files (matplotlib, imported only here): the lineage tree, fitness over generations,
 select against report fitness, the Pareto fronts over the tasks, each crossover's CMA-ES curve and each ES mutant's
-reward curve.
+reward curve. Members' scores carry error bars of ±1 standard error over documents.
 
     evomerge report runs/demo-20261123-120000 --plots plots/
 
@@ -29,6 +29,13 @@ def _color(data: dict, operator: str) -> str:
 
 def _fmt(v) -> str:
     return "–" if v is None else f"{v:.3f}"
+
+
+def _bars(ax, xs, ys, *, xerr=None, yerr=None, color) -> None:
+    """±1 standard error around each point (a missing SE draws no bar), behind the points."""
+    zero = lambda es: None if es is None else [0.0 if e is None else e for e in es]  # noqa: E731
+    ax.errorbar(xs, ys, xerr=zero(xerr), yerr=zero(yerr), fmt="none", ecolor=color, elinewidth=0.9, alpha=0.5,
+                zorder=2)
 
 
 class _Grid:
@@ -142,6 +149,8 @@ def fitness(data: dict[str, Any], path: Path) -> Path:
             born = [by_id[i] for i in g["born"] if by_id[i][split] is not None]
             for k, m in enumerate(born):
                 jitter = (k / (len(born) - 1) - 0.5) * 0.24 if len(born) > 1 else 0.0
+                _bars(ax, [g["generation"] + jitter], [m[split]], yerr=[m[f"{split}_se"]],
+                      color=_color(data, m["operator"]))
                 ax.scatter(g["generation"] + jitter, m[split], s=22, color=_color(data, m["operator"]),
                            edgecolors="white", linewidths=0.5, zorder=3)
         spec = data["run"]["splits"][split]
@@ -152,8 +161,8 @@ def fitness(data: dict[str, Any], path: Path) -> Path:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("weighted fitness")
     axes[0].legend(fontsize=8, frameon=False)
-    fig.suptitle(f"{data['run']['name']}: population fitness per generation (dots: members born, by operator)",
-                 fontsize=10)
+    fig.suptitle(f"{data['run']['name']}: population fitness per generation (dots: members born, by operator, "
+                 "±1 SE)", fontsize=10)
     fig.savefig(path)
     return path
 
@@ -169,12 +178,16 @@ def select_vs_report(data: dict[str, Any], path: Path) -> Path:
     handles = []
     for op in sorted({m["operator"] for m in members}):
         group = [m for m in members if m["operator"] == op]
+        _bars(ax, [m["select"] for m in group], [m["report"] for m in group], xerr=[m["select_se"] for m in group],
+              yerr=[m["report_se"] for m in group], color=_color(data, op))
         ax.scatter([m["select"] for m in group], [m["report"] for m in group], s=36, color=_color(data, op),
                    edgecolors=["#111111" if m["state"] == "alive" else "white" for m in group], linewidths=1.2,
                    zorder=3)
         handles.append(Line2D([], [], ls="", marker="o", ms=6, color=_color(data, op), mec="white", label=op))
     handles.append(Line2D([], [], ls="", marker="o", ms=6, color="#d0d7de", mec="#111111", mew=1.2, label="alive"))
-    values = [v for m in members for v in (m["select"], m["report"])] or [0.0, 1.0]
+    values = [v + sign * (se or 0.0) for m in members for v, se in ((m["select"], m["select_se"]),
+                                                                     (m["report"], m["report_se"])) for sign in (-1, 1)]
+    values = values or [0.0, 1.0]
     pad = max(0.02, (max(values) - min(values)) * 0.08)
     lo, hi = min(values) - pad, max(values) + pad
     ax.plot([lo, hi], [lo, hi], "--", color="#8c959f", lw=1)
@@ -185,7 +198,7 @@ def select_vs_report(data: dict[str, Any], path: Path) -> Path:
     ax.set_ylabel("report fitness (held out)")
     ax.grid(alpha=0.3)
     ax.legend(handles=handles, fontsize=7, frameon=False)  # one swatch per operator, its own edge; then "alive"
-    ax.set_title(f"{data['run']['name']}: select vs report (black edge: alive)", fontsize=9)
+    ax.set_title(f"{data['run']['name']}: select vs report (black edge: alive; bars: ±1 SE)", fontsize=9)
     fig.savefig(path)
     return path
 
@@ -202,6 +215,10 @@ def fronts(data: dict[str, Any], path: Path) -> Path:
         colour = "#0b5cad" if which == "select" else "#b45309"
         if len(tasks) == 2:
             others = [m for m in members if m["id"] not in front]
+            for m in members:
+                _bars(ax, [m["tasks"][tasks[0]][which]], [m["tasks"][tasks[1]][which]],
+                      xerr=[m["tasks"][tasks[0]][f"{which}_se"]], yerr=[m["tasks"][tasks[1]][f"{which}_se"]],
+                      color=_color(data, m["operator"]) if m["id"] in front else "#c7ccd4")
             ax.scatter([m["tasks"][tasks[0]][which] for m in others], [m["tasks"][tasks[1]][which] for m in others],
                        s=18, color="#c7ccd4", label="other members", zorder=2)
             on = sorted((m for m in members if m["id"] in front),
@@ -226,7 +243,7 @@ def fronts(data: dict[str, Any], path: Path) -> Path:
                         lw=2 if on else 0.8, zorder=3 if on else 2)
             ax.set_xticks(range(len(tasks)), tasks, fontsize=7, rotation=20)
             ax.set_ylabel("score, lowest to highest per task", fontsize=8)
-        _panel(ax, f"{which} split: front of {len(front)} (label: held-out gap, report − select)",
+        _panel(ax, f"{which} split: front of {len(front)} (label: held-out gap, report − select; bars: ±1 SE)",
                tasks[0] if len(tasks) == 2 else "")
     fig.suptitle(f"{data['run']['name']}: Pareto fronts over the tasks", fontsize=10)
     fig.savefig(path)

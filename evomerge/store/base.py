@@ -8,7 +8,7 @@ import abc
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 from evomerge.records import (
     CandidateRecord,
@@ -19,6 +19,23 @@ from evomerge.records import (
     MutationStep,
     ScoreRow,
 )
+
+
+Outcomes = dict[str, dict[str, Sequence[float]]]  # task -> metric -> each document's outcome, in split order
+
+
+def packed_rows(results: dict[str, dict[str, float]], docs: dict[str, int], outcomes: Optional[Outcomes]
+                ) -> dict[tuple[str, str], Optional[bytes]]:
+    """(task, metric) -> the row's packed outcomes (None without), for every row of `results`; outcomes that are not
+    one finite number per scored document raise ValueError."""
+    from evomerge.outcomes import check, pack
+
+    out = {}
+    for task, metrics in results.items():
+        for metric in metrics:
+            values = (outcomes or {}).get(task, {}).get(metric)
+            out[task, metric] = None if values is None else pack(check(values, docs[task], f"{task} {metric}"))
+    return out
 
 
 class StoreConflict(Exception):
@@ -43,7 +60,7 @@ class Store(abc.ABC):
 
     Immutable once written (writing it again raises `StoreConflict`)
     - a member: its id, name (unique), generation, operator, parents, params and recipe;
-    - a score row, keyed by (subject, task, split, metric, limit, fewshot);
+    - a score row, keyed by (subject, task, split, metric, limit, fewshot), with its per-document outcomes;
     - a crossover (unique per generation and slot) and its parents; a candidate (unique per crossover, iteration
       and index), its proposal and params; a candidate's score or failure, once either is set;
     - a mutation (unique per generation and slot), its parent and operator; a mutation step (unique per mutation
@@ -130,8 +147,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def add_scores(self, subject: str, *, split: str, limit: Optional[int], fewshot: int,
                    results: dict[str, dict[str, float]], docs: dict[str, int],
-                   reused_from: Optional[str] = None) -> None:
-        """results: task -> metric -> value; docs: task -> documents scored. An existing row raises StoreConflict."""
+                   reused_from: Optional[str] = None, outcomes: Optional[Outcomes] = None) -> None:
+        """results: task -> metric -> value; docs: task -> documents scored; outcomes: task -> metric -> each
+        document's outcome, in split order (a metric without them has none; `packed_rows` checks them). Each row is
+        written once, with its outcomes: an existing row raises StoreConflict."""
 
     @abc.abstractmethod
     def scores(self, subject: str, *, split: Optional[str] = None, limit: Optional[int] = None,

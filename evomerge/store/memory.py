@@ -19,7 +19,7 @@ from evomerge.records import (
     MutationStep,
     ScoreRow,
 )
-from evomerge.store.base import Store, StoreConflict, TransactionGuard, serialised
+from evomerge.store.base import Outcomes, Store, StoreConflict, TransactionGuard, packed_rows, serialised
 
 
 class _Tables:
@@ -135,11 +135,12 @@ class MemoryStore(Store):
 
     def add_scores(self, subject: str, *, split: str, limit: Optional[int], fewshot: int,
                    results: dict[str, dict[str, float]], docs: dict[str, int],
-                   reused_from: Optional[str] = None) -> None:
+                   reused_from: Optional[str] = None, outcomes: Optional[Outcomes] = None) -> None:
         self._guard.check()
+        packed = packed_rows(results, docs, outcomes)
         rows = {(subject, task, split, metric, limit, fewshot): ScoreRow(
                     subject=subject, task=task, split=split, metric=metric, limit=limit, fewshot=fewshot,
-                    value=float(value), docs=docs[task], reused_from=reused_from)
+                    value=float(value), docs=docs[task], reused_from=reused_from, packed=packed[task, metric])
                 for task, metrics in results.items() for metric, value in metrics.items()}
         if rows.keys() & self._t.scores.keys():
             raise StoreConflict(f"{subject}: a score on {split} is written already")

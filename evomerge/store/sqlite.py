@@ -1,7 +1,12 @@
 """The SQLite backend: one file per run (`<run_dir>/evomerge.db`, WAL, synchronous=FULL); the only module that
 speaks SQL. A committed transaction survives `kill -9` and power loss; a killed one leaves nothing.
 
-Schema version 2. Version 1 (the first release) is migrated in place, in one transaction, when opened:
+Schema version 3: a score row keeps its per-document outcomes (`outcomes`, packed by evomerge/outcomes.py). Older
+versions are migrated in place, each step in one transaction, when opened.
+
+Version 2 to 3: the scores table gains the `outcomes` column; the scores written before have none (NULL).
+
+Version 1 (the first release) to 2:
 - its pickled CMA-ES states are dropped without being unpickled (the search is rebuilt from its candidates);
 - `es_iterations` becomes the operator-neutral `mutation_steps` (and the mutation tables, which that release added
   without a version bump, are created where they are missing);
@@ -26,9 +31,9 @@ from evomerge.records import (
     MutationStep,
     ScoreRow,
 )
-from evomerge.store.base import Store, StoreConflict, TransactionGuard, serialised
+from evomerge.store.base import Outcomes, Store, StoreConflict, TransactionGuard, packed_rows, serialised
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -52,6 +57,7 @@ CREATE TABLE scores (
     value REAL NOT NULL, docs INTEGER NOT NULL,
     reused_from TEXT,
     created REAL NOT NULL,
+    outcomes BLOB,                     -- each document's outcome, packed (evomerge/outcomes.py); NULL if none
     PRIMARY KEY (subject, task, split, metric, lim, fewshot)
 );
 CREATE TABLE crossovers (
@@ -144,12 +150,14 @@ class SqliteStore(Store):
             raise EvomergeError(f"{path} is not a readable evomerge database ({e}). Fix: give the directory that "
                                 "`evomerge run` printed; a copied run needs its evomerge.db-wal too, or "
                                 "`evomerge check` before copying") from None
+        if not 1 <= version <= SCHEMA_VERSION:
+            conn.close()
+            raise EvomergeError(f"{path} has schema version {version}; this evomerge reads versions 1 to "
+                                f"{SCHEMA_VERSION}. Fix: use the evomerge release that created the run")
         if version == 1:
             _migrate_v1(conn, Path(location))
-        elif version != SCHEMA_VERSION:
-            conn.close()
-            raise EvomergeError(f"{path} has schema version {version}; this evomerge reads versions 1 and "
-                                f"{SCHEMA_VERSION}. Fix: use the evomerge release that created the run")
+        if version <= 2:
+            _migrate_v2(conn)
         return cls(conn, path)
 
     @staticmethod
@@ -245,13 +253,14 @@ class SqliteStore(Store):
 
     def add_scores(self, subject: str, *, split: str, limit: Optional[int], fewshot: int,
                    results: dict[str, dict[str, float]], docs: dict[str, int],
-                   reused_from: Optional[str] = None) -> None:
+                   reused_from: Optional[str] = None, outcomes: Optional[Outcomes] = None) -> None:
         now = time.time()
+        packed = packed_rows(results, docs, outcomes)
         self._write_many(
-            "INSERT INTO scores (subject, task, split, metric, lim, fewshot, value, docs, reused_from, created) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO scores (subject, task, split, metric, lim, fewshot, value, docs, reused_from, created, "
+            "outcomes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [(subject, task, split, metric, -1 if limit is None else limit, fewshot, float(value), docs[task],
-              reused_from, now)
+              reused_from, now, packed[task, metric])
              for task, metrics in results.items() for metric, value in metrics.items()])
 
     def scores(self, subject: str, *, split: Optional[str] = None, limit: Optional[int] = None,
@@ -381,7 +390,7 @@ def _member(r: sqlite3.Row) -> MemberRecord:
 def _score(r: sqlite3.Row) -> ScoreRow:
     return ScoreRow(subject=r["subject"], task=r["task"], split=r["split"], metric=r["metric"],
                     limit=None if r["lim"] < 0 else r["lim"], fewshot=r["fewshot"], value=r["value"], docs=r["docs"],
-                    reused_from=r["reused_from"])
+                    reused_from=r["reused_from"], packed=r["outcomes"])
 
 
 def _crossover(r: sqlite3.Row) -> CrossoverRecord:
@@ -434,13 +443,31 @@ def _migrate_v1(conn: sqlite3.Connection, run_dir: Path) -> None:
         if conn.execute("PRAGMA foreign_key_check").fetchall():
             raise EvomergeError(f"{run_dir}: the database's records do not reference each other consistently; "
                                 "it was not migrated. Fix: open it with the release that created it")
-        conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+        conn.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     finally:
         conn.execute("PRAGMA foreign_keys=ON")
+
+
+def _migrate_v2(conn: sqlite3.Connection) -> None:
+    """Version 2 to 3 in one transaction: scores gain their outcomes column (NULL: none were kept), and a raced
+    run's configuration names the bound it raced with (Wilson's, the default then; `paired` is the default now)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("ALTER TABLE scores ADD COLUMN outcomes BLOB")
+        config = json.loads(conn.execute("SELECT value FROM meta WHERE key='config'").fetchone()[0])
+        racing = (config.get("crossover") or {}).get("racing")
+        if isinstance(racing, dict) and "bound" not in racing:
+            racing["bound"] = "wilson"
+            conn.execute("UPDATE meta SET value=? WHERE key='config'", (json.dumps(config),))
+        conn.execute("UPDATE meta SET value='3' WHERE key='schema_version'")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def _relative_weights(weights: str, name: str) -> str:

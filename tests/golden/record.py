@@ -13,7 +13,10 @@ demands the same snapshot: a change that alters a result must say so by re-recor
 It was first recorded by the release before the registries and the executor (commit 21fa5e4), and re-recorded
 once, when noise ES began to evaluate low-rank perturbations inside the forward pass: the low-rank ES steps' rewards
 moved by at most 4.8e-7 and say `in_forward`, the ES settings gained `evaluation` and `pairs_per_forward`, and every
-member, survivor, score and coefficient stayed the same. first-release.json keeps the first release's own snapshots
+member, survivor, score and coefficient stayed the same. It was re-recorded a second time when the weighted score
+became exact (issue 19: equal scores are equal floats, so that ties go to the older member): 0.20000000000000004
+became 0.2 in 33 candidate scores and 4 ES reward pairs of dare_ties, linear, slerp, task_arithmetic and ties, and
+every member, survivor, proposal, child, coefficient and task score stayed the same. first-release.json keeps the first release's own snapshots
 of `linear` and `ties`, on which runs that release made and killed must still end when resumed.
 """
 from __future__ import annotations

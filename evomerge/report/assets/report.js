@@ -49,6 +49,18 @@
     return v === null || v === undefined ? "–" : v.toFixed(digits);
   }
 
+  // a score and its standard error over documents, as evomerge.outcomes.fmt_pm writes them: "0.7125 ±0.051"
+  function fmtPm(v, se, digits = 4) {
+    return fmt(v, digits) + (v === null || v === undefined || se === null || se === undefined ? "" : ` ±${se.toFixed(Math.min(digits, 3))}`);
+  }
+
+  // a table cell with a score and, muted after it, ±1 standard error
+  function numCell(v, se) {
+    const td = el("td", { class: "num", text: fmt(v) });
+    if (v !== null && v !== undefined && se !== null && se !== undefined) td.appendChild(el("span", { class: "se", text: ` ±${se.toFixed(3)}` }));
+    return td;
+  }
+
   function fmtGap(v) {
     if (v === null || v === undefined) return "–";
     return (v > 0 ? "+" : v < 0 ? "−" : "±") + Math.abs(v).toFixed(4);
@@ -112,13 +124,15 @@
 
   // ------------------------------------------------------------------ a small SVG chart
 
-  // series: {label, color, points: [{x, y, title}], line, dash, step, radius, width, legend}
+  // series: {label, color, points: [{x, y, ex, ey, title}], line, dash, step, radius, width, legend}; a point's ex
+  // and ey (one standard error) draw error bars, clipped to the axes
   function chart(opts) {
     const W = opts.width || 520, H = opts.height || 300;
     const M = { l: 52, r: 14, t: 12, b: opts.xLabel ? 40 : 26 };
     const pts = opts.series.flatMap((s) => s.points);
-    let [x0, x1] = opts.xDomain || extent(pts.map((p) => p.x)) || [0, 1];
-    let [y0, y1] = opts.yDomain || extent(pts.map((p) => p.y)) || [0, 1];
+    const spread = (v, e) => (e ? [v - e, v + e] : [v]);
+    let [x0, x1] = opts.xDomain || extent(pts.flatMap((p) => spread(p.x, p.ex))) || [0, 1];
+    let [y0, y1] = opts.yDomain || extent(pts.flatMap((p) => p.y === null || p.y === undefined ? [] : spread(p.y, p.ey))) || [0, 1];
     if (!opts.yDomain) { const pad = (y1 - y0) * 0.08 || 0.05; y0 -= pad; y1 += pad; }
     const yt = niceTicks(y0, y1, opts.yTickCount || 5);
     y0 = yt.lo; y1 = yt.hi;
@@ -166,6 +180,14 @@
         root.appendChild(sv("path", { d, fill: "none", stroke: s.color, "stroke-width": s.width || 2, "stroke-dasharray": s.dash || null }, svgTitle(s.label)));
       }
       if (s.radius) {
+        const bars = sv("g", { class: "errbars" });
+        const clip = (v, lo, hi) => Math.min(hi, Math.max(lo, v));
+        for (const q of p) {
+          const color = q.color || s.color;
+          if (q.ey) bars.appendChild(sv("line", { x1: X(q.x), x2: X(q.x), y1: Y(clip(q.y - q.ey, y0, y1)), y2: Y(clip(q.y + q.ey, y0, y1)), stroke: color }));
+          if (q.ex) bars.appendChild(sv("line", { x1: X(clip(q.x - q.ex, x0, x1)), x2: X(clip(q.x + q.ex, x0, x1)), y1: Y(q.y), y2: Y(q.y), stroke: color }));
+        }
+        if (bars.childNodes.length) root.appendChild(bars);
         const g = sv("g", { class: "points" });
         for (const q of p) {
           g.appendChild(sv("circle", { cx: X(q.x), cy: Y(q.y), r: q.radius || s.radius, fill: q.color || s.color, stroke: q.ring ? "#111" : "#fff", "stroke-width": q.ring ? 2 : 0.8, "fill-opacity": s.opacity || 0.9 }, svgTitle(q.title || `${s.label}: ${fmt(q.y)}`)));
@@ -203,7 +225,7 @@
       card("members", String(MEMBERS.length), `${alive} alive`),
     ];
     if (best) {
-      cards.push(card("best by select", best.name, `select ${fmt(best.select)} · report ${fmt(best.report)} · gap ${fmtGap(gap(best.select, best.report))}`, best.id));
+      cards.push(card("best by select", best.name, `select ${fmtPm(best.select, best.select_se)} · report ${fmtPm(best.report, best.report_se)} · gap ${fmtGap(gap(best.select, best.report))}`, best.id));
     }
     return el("header", {},
       el("h1", {}, "evomerge report · ", el("span", { class: "run-name", text: RUN.name })),
@@ -329,7 +351,7 @@
         class: `node ${m.state}`, "data-id": m.id, "data-name": m.name, tabindex: 0, role: "button",
         transform: `translate(${x(m)},${y(m)})`,
       });
-      g.appendChild(svgTitle(`${m.name}\ngeneration ${m.generation}, ${m.operator}, ${m.state}\nselect ${fmt(m.select)} · report ${fmt(m.report)}`));
+      g.appendChild(svgTitle(`${m.name}\ngeneration ${m.generation}, ${m.operator}, ${m.state}\nselect ${fmtPm(m.select, m.select_se)} · report ${fmtPm(m.report, m.report_se)}`));
       g.appendChild(sv("rect", { class: "body", width: NODE_W, height: NODE_H, rx: 6 }));
       g.appendChild(sv("rect", { class: "op", width: 6, height: NODE_H, rx: 2, fill: opColor(m.operator) }));
       g.appendChild(sv("text", { class: "name", x: 14, y: 18, text: truncate(m.name, 21) }));
@@ -418,10 +440,10 @@
       el("span", { class: `chip state ${m.state}`, text: m.state }),
       m.survived.length ? el("span", { class: "chip", text: `survived generation${m.survived.length > 1 ? "s" : ""} ${m.survived.join(", ")}` }) : null));
 
-    const rows = [["weighted", m.select, m.report]].concat(RUN.tasks.map((t) => [`${t.task} (${t.metric})`, m.tasks[t.task].select, m.tasks[t.task].report]));
-    aside.appendChild(el("table", { class: "mini" },
+    const rows = [["weighted", m]].concat(RUN.tasks.map((t) => [`${t.task} (${t.metric})`, m.tasks[t.task]]));
+    aside.appendChild(el("table", { class: "mini scores-se", title: "± one standard error over documents" },
       el("thead", {}, el("tr", {}, ["", "select", "report", "gap"].map((h) => el("th", { text: h })))),
-      el("tbody", {}, rows.map(([label, s, r]) => el("tr", {}, el("td", { text: label }), el("td", { class: "num", text: fmt(s) }), el("td", { class: "num", text: fmt(r) }), gapCell(gap(s, r)))))));
+      el("tbody", {}, rows.map(([label, v]) => el("tr", {}, el("td", { text: label }), numCell(v.select, v.select_se), numCell(v.report, v.report_se), gapCell(gap(v.select, v.report)))))));
 
     aside.appendChild(el("h4", { text: "Operator parameters" }));
     aside.appendChild(el("pre", { class: "params", text: JSON.stringify(m.params, null, 2) }));
@@ -443,7 +465,7 @@
       el("tbody", {}, m.scores.map((s) => el("tr", { title: s.reused_from ? `reused from ${s.reused_from}` : null },
         el("td", { text: s.task }), el("td", { text: s.split }), el("td", { text: s.metric }),
         el("td", { class: "num", text: s.limit === null ? `${s.docs}` : `${s.docs}/${s.limit}` }),
-        el("td", { class: "num", text: s.fewshot }), el("td", { class: "num", text: fmt(s.value) }))))));
+        el("td", { class: "num", text: s.fewshot }), numCell(s.value, s.se))))));
     paintSwatches(aside);
   }
 
@@ -467,8 +489,8 @@
       { key: "operator", label: "operator", get: (m) => m.operator },
       { key: "state", label: "state", get: (m) => m.state },
     ];
-    const groups = [{ key: "", label: "weighted fitness", get: (m, s) => m[s] }].concat(
-      RUN.tasks.map((t) => ({ key: t.task, label: `${t.task} (${t.metric}${RUN.tasks.length > 1 ? ` ×${t.weight}` : ""})`, get: (m, s) => m.tasks[t.task][s] })));
+    const groups = [{ key: "", label: "weighted fitness", get: (m, s) => m[s], se: (m, s) => m[`${s}_se`] }].concat(
+      RUN.tasks.map((t) => ({ key: t.task, label: `${t.task} (${t.metric}${RUN.tasks.length > 1 ? ` ×${t.weight}` : ""})`, get: (m, s) => m.tasks[t.task][s], se: (m, s) => m.tasks[t.task][`${s}_se`] })));
     return { cols, groups };
   }
 
@@ -547,7 +569,7 @@
           el("td", { class: `state ${m.state}`, text: m.state }),
           groups.flatMap((g) => {
             const s = g.get(m, "select"), r = g.get(m, "report");
-            return [el("td", { class: "num", text: fmt(s) }), el("td", { class: "num", text: fmt(r) }), gapCell(gap(s, r))];
+            return [numCell(s, g.se(m, "select")), numCell(r, g.se(m, "report")), gapCell(gap(s, r))];
           }));
         tr.addEventListener("click", (ev) => { if (ev.target.tagName !== "BUTTON") select(m.id); });
         return tr;
@@ -563,13 +585,54 @@
     draw();
     return el("section", { id: "leaderboard" },
       el("h2", { text: "Leaderboard" }),
-      el("p", { class: "muted", text: `Ranked by weighted select fitness; click any header to sort. gap = report − select: a negative gap is fitness that did not carry over to held-out documents (selection overfitting its own yardstick).` }),
+      el("p", { class: "muted", text: `Ranked by weighted select fitness; click any header to sort. ± is one standard error over the split's documents. gap = report − select: a negative gap is fitness that did not carry over to held-out documents (selection overfitting its own yardstick).` }),
       filters, el("div", { class: "table-scroll" }, table));
   }
 
   function gapCell(v) {
     const cls = v === null ? "num gap" : v < -1e-9 ? "num gap neg" : v > 1e-9 ? "num gap pos" : "num gap";
     return el("td", { class: cls, text: fmtGap(v) });
+  }
+
+  // ------------------------------------------------------------------ the best member against its seeds and parents
+
+  function pct(v) {
+    return v === null || v === undefined ? "–" : `${Math.round(v * 100)}%`;
+  }
+
+  function pairedSection() {
+    const best = RUN.best === null ? null : BY_ID.get(RUN.best);
+    if (!best || !DATA.paired.length) return null;
+    let split = "report";
+    const title = el("h2");
+    const holder = el("div", { class: "table-scroll" });
+    const VERDICT = { "A better": ["better", "pos"], "B better": ["worse", "neg"], "within noise": ["within noise", ""] };
+    function draw() {
+      title.textContent = `Best member vs its seeds and parents (paired, ${split} split)`;
+      const head = ["member", "relation", "best − member", "95% interval", "documents", "best wins / member wins / ties", "verdict"];
+      holder.replaceChildren(el("table", { class: "mini paired" },
+        el("thead", {}, el("tr", {}, head.map((h, i) => el("th", { class: i >= 2 && i <= 4 ? "num" : null, text: h })))),
+        el("tbody", {}, DATA.paired.filter((e) => e.split === split).map((e) => {
+          const [word, cls] = e.paired ? VERDICT[e.verdict] : [e.diff === null ? `not scored on the ${split} split` : "not paired: no per-document outcomes", "muted"];
+          return el("tr", { "data-id": e.other, "data-split": e.split },
+            el("td", {}, memberButton(e.other)), el("td", { text: e.relation }),
+            gapCell(e.diff),
+            el("td", { class: "num interval", text: e.paired ? `[${fmtGap(e.low)}, ${fmtGap(e.high)}]` : "–" }),
+            el("td", { class: "num", text: e.docs ?? "–" }),
+            el("td", { class: "num", text: e.paired ? `${pct(e.a_wins)} / ${pct(e.b_wins)} / ${pct(e.ties)}` : "–" }),
+            el("td", { class: `verdict ${cls}`.trim(), text: word }));
+        }))));
+    }
+    const picker = el("span", { class: "seg" }, ["report", "select"].map((s) => el("button", {
+      type: "button", class: s === split ? "active" : null, "data-split": s, text: s,
+      onclick: (ev) => { split = s; for (const b of ev.target.parentNode.children) b.classList.toggle("active", b === ev.target); draw(); },
+    })));
+    draw();
+    return el("section", { id: "paired" }, title,
+      el("p", { class: "muted" }, "The best member by select, ", memberButton(best.id),
+        `, against each seed and each of its parents: the difference of the weighted scores on the documents both were scored on, its 95% interval (paired bootstrap over documents), and the share of documents each side does better on. Within noise: the interval contains 0. Held-out report documents first; select documents are the ones selection saw.`),
+      el("div", { class: "toolbar" }, el("span", { class: "legend-item" }, "split ", picker)),
+      holder);
   }
 
   // ------------------------------------------------------------------ charts
@@ -586,7 +649,7 @@
           const m = BY_ID.get(id);
           if (m[split] === null) return;
           const jitter = g.born.length > 1 ? (i / (g.born.length - 1) - 0.5) * 0.24 : 0;
-          born.push({ x: g.generation + jitter, y: m[split], color: opColor(m.operator), title: `${m.name} (${m.operator}): ${split} ${fmt(m[split])}` });
+          born.push({ x: g.generation + jitter, y: m[split], ey: m[`${split}_se`], color: opColor(m.operator), title: `${m.name} (${m.operator}): ${split} ${fmtPm(m[split], m[`${split}_se`])}` });
         });
       }
       holder.replaceChildren(chart({
@@ -597,7 +660,7 @@
           { label: "worst", color: "#b42318", points: stat("worst"), line: true, radius: 2.5, dash: "2 3" },
           { label: "members born in the generation", color: "#9ca3af", points: born, radius: 4.5, opacity: 0.85 },
         ],
-        caption: "Lines: the population after each generation's survivor selection (generation 0: the seeds). Dots: the members born in that generation, coloured by operator.",
+        caption: "Lines: the population after each generation's survivor selection (generation 0: the seeds). Dots: the members born in that generation, coloured by operator, with ±1 standard error over documents.",
       }));
     }
     const picker = el("span", { class: "seg" }, ["select", "report"].map((s) => el("button", {
@@ -607,16 +670,16 @@
     draw();
 
     const contenders = MEMBERS.filter((m) => m.state !== "intermediate" && m.select !== null && m.report !== null);
-    const both = extent(contenders.flatMap((m) => [m.select, m.report]));
+    const both = extent(contenders.flatMap((m) => [m.select - (m.select_se || 0), m.select + (m.select_se || 0), m.report - (m.report_se || 0), m.report + (m.report_se || 0)]));
     const pad = both ? Math.max(0.02, (both[1] - both[0]) * 0.08) : 0.05;
     const domain = both ? [both[0] - pad, both[1] + pad] : [0, 1];
     const scatter = chart({
       width: 420, height: 300, xLabel: "select fitness", yLabel: "report fitness", xDomain: domain, yDomain: domain, diagonal: true,
       series: [...new Set(contenders.map((m) => m.operator))].map((op) => ({
         label: op, color: opColor(op), radius: 5,
-        points: contenders.filter((m) => m.operator === op).map((m) => ({ x: m.select, y: m.report, ring: m.state === "alive", title: `${m.name}: select ${fmt(m.select)}, report ${fmt(m.report)}, gap ${fmtGap(gap(m.select, m.report))}` })),
+        points: contenders.filter((m) => m.operator === op).map((m) => ({ x: m.select, y: m.report, ex: m.select_se, ey: m.report_se, ring: m.state === "alive", title: `${m.name}: select ${fmtPm(m.select, m.select_se)}, report ${fmtPm(m.report, m.report_se)}, gap ${fmtGap(gap(m.select, m.report))}` })),
       })),
-      caption: "Below the diagonal: better on the documents selection saw than on held-out ones. Ringed: alive.",
+      caption: "Below the diagonal: better on the documents selection saw than on held-out ones. Ringed: alive. Bars: ±1 standard error over documents.",
     });
     return el("section", { id: "fitness" },
       el("h2", { text: "Fitness over generations" }),
@@ -642,14 +705,14 @@
   }
 
   function frontTitle(m, which, tasks) {
-    const scores = tasks.map((t) => `${t} ${fmt(m.tasks[t][which])}`).join(", ");
+    const scores = tasks.map((t) => `${t} ${fmtPm(m.tasks[t][which], m.tasks[t][`${which}_se`])}`).join(", ");
     return `${m.name} (${m.operator}), ${which} front ${m.front[which] ?? "–"}: ${scores}; held-out gap ${fmtGap(gap(m.select, m.report))}`;
   }
 
   function frontScatter(which, tasks) {
     const all = contenders(which, tasks);
     const onFront = new Set(DATA.fronts[which]);
-    const point = (m) => ({ x: m.tasks[tasks[0]][which], y: m.tasks[tasks[1]][which], color: opColor(m.operator), ring: m.state === "alive", title: frontTitle(m, which, tasks) });
+    const point = (m) => ({ x: m.tasks[tasks[0]][which], y: m.tasks[tasks[1]][which], ex: m.tasks[tasks[0]][`${which}_se`], ey: m.tasks[tasks[1]][`${which}_se`], color: opColor(m.operator), ring: m.state === "alive", title: frontTitle(m, which, tasks) });
     const front = all.filter((m) => onFront.has(m.id)).map(point).sort((a, b) => a.x - b.x || b.y - a.y);
     return chart({
       width: 420, height: 300, xLabel: `${tasks[0]} (${which})`, yLabel: `${tasks[1]} (${which})`,
@@ -658,7 +721,7 @@
         { label: `${which} front`, color: which === "select" ? "#0b5cad" : "#b45309", points: front, line: true, width: 2, dash: which === "report" ? "6 4" : null },
         { label: "front members, by operator", color: "#444444", points: front, radius: 6, legend: false },
       ],
-      caption: `${which === "select" ? "Select" : "Report (held out)"} split. Ringed: alive. Hover a point for its scores and its held-out gap (report − select, weighted).`,
+      caption: `${which === "select" ? "Select" : "Report (held out)"} split. Ringed: alive. Bars: ±1 standard error. Hover a point for its scores and its held-out gap (report − select, weighted).`,
     });
   }
 
@@ -697,7 +760,7 @@
       el("thead", {}, el("tr", {}, head.map((h) => el("th", { text: h })))),
       el("tbody", {}, members.map((m) => el("tr", { "data-id": m.id },
         el("td", {}, memberButton(m.id)), el("td", { text: m.operator }), el("td", { text: m.state }),
-        tasks.flatMap((t) => [el("td", { class: "num", text: fmt(m.tasks[t].select) }), el("td", { class: "num", text: fmt(m.tasks[t].report) })]),
+        tasks.flatMap((t) => [numCell(m.tasks[t].select, m.tasks[t].select_se), numCell(m.tasks[t].report, m.tasks[t].report_se)]),
         gapCell(gap(m.select, m.report)),
         el("td", { text: m.front.report === null ? "–" : m.front.report === 1 ? "yes" : `no (front ${m.front.report})` })))));
   }
@@ -780,6 +843,8 @@
     window.addEventListener("resize", fitTree);
   }
   app.appendChild(leaderboard());
+  const vs = pairedSection();
+  if (vs) app.appendChild(vs);
   app.appendChild(fitnessSection());
   for (const section of [frontsSection(), cmaSection(), esSection()]) if (section) app.appendChild(section);
   app.appendChild(el("footer", { class: "muted", text: `evomerge report of ${RUN.dir}. Self-contained: no network, no external files.` }));
