@@ -230,7 +230,12 @@ def main() -> None:
                     help="one more racing setting for the small crossovers, e.g. --race [0.25,0.5,1.0] 0.8 (runs "
                          "kept in --work are reused)")
     ap.add_argument("--work", type=Path, help="keep the runs here (default: a temporary folder, deleted)")
+    ap.add_argument("--bound", choices=["paired", "wilson", "hoeffding"], default="paired",
+                    help="racing's bound: paired (document by document against the best), or independent bounds")
+    ap.add_argument("--no-bold", dest="bold", action="store_false", help="skip the bold setting")
     args = ap.parse_args()
+    global RACING, BOLD
+    RACING, BOLD = (r.replace("}\n", f", bound: {args.bound}}}\n") for r in (RACING, BOLD))
     if args.quick:
         args.children, args.docs, args.demo = 2, 12, False
 
@@ -254,9 +259,9 @@ def main() -> None:
                                         "  cma: {sigma0: 0.3, popsize: 3, budget: 6}\n" + RACING.rstrip("\n")),
                            work, "demo-on")
             results["demo"] = compare(f"the demo's crossovers (runs: {t_off:.0f} s off, {t_on:.0f} s on)", off, on)
-        races = {"off": "", "on": RACING, "bold": BOLD, **{f"race{i}": f"  racing: {{schedule: {sched}, confidence: "
-                                                                      f"{conf}}}\n" for i, (sched, conf) in
-                                                         enumerate(args.race or [])}}
+        races = {"off": "", "on": RACING, **({"bold": BOLD} if args.bold else {}),
+                 **{f"race{i}": f"  racing: {{schedule: {sched}, confidence: {conf}, bound: {args.bound}}}\n"
+                    for i, (sched, conf) in enumerate(args.race or [])}}
         small = {name: SMALL.format(name=name, population=population, children=args.children, racing=racing,
                                     docs=args.docs, tasks=TASKS) for name, racing in races.items()}
         off, t_off = run(small["off"], work, "small-off")

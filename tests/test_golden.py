@@ -35,6 +35,16 @@ def _rounded(value):
     return value
 
 
+def _copied(fixture: Path, run_dir: Path, was: str, models: Path) -> Path:
+    """A stored run copied to `run_dir`, its seeds' paths (`was`) pointed at this test's tiny models."""
+    shutil.copytree(fixture, run_dir)
+    with sqlite3.connect(run_dir / "evomerge.db") as conn:
+        conn.execute("UPDATE meta SET value=replace(value, ?, ?)", (was, str(models)))
+        for column in ("weights", "recipe", "params"):
+            conn.execute(f"UPDATE members SET {column}=replace({column}, ?, ?)", (was, str(models)))
+    return run_dir
+
+
 def _snapshot(store, models: Path) -> dict:
     return json.loads(json.dumps(run_snapshot(store)).replace(str(models), "<models>"))
 
@@ -135,13 +145,7 @@ def test_a_first_release_run_resumes_to_the_golden_end_and_reports(tiny_models: 
     """Runs made and killed by the first release (21fa5e4), stored without their members' weights: v1-linear was
     killed between a CMA-ES ask and its tell, v1-ties in the middle of a noise-ES mutation. Their models were at
     /tmp/v1fix/models; here they are elsewhere, so the paths are pointed at this test's copies first."""
-    run_dir = tmp_path / "run"
-    shutil.copytree(DATA / fixture, run_dir)
-    models = str(tiny_models / "models")
-    with sqlite3.connect(run_dir / "evomerge.db") as conn:
-        conn.execute("UPDATE meta SET value=replace(value, '/tmp/v1fix/models', ?)", (models,))
-        for column in ("weights", "recipe", "params"):
-            conn.execute(f"UPDATE members SET {column}=replace({column}, '/tmp/v1fix/models', ?)", (models,))
+    run_dir = _copied(DATA / fixture, tmp_path / "run", "/tmp/v1fix/models", tiny_models / "models")
     result = evomerge("resume", str(run_dir), "--quiet")
     assert result.returncode == 0, result.stderr[-3000:]
     from evomerge.store import open_store
@@ -197,13 +201,7 @@ def test_a_v2_run_opens_resumes_reports_and_says_its_old_scores_have_no_outcomes
     killed in generation 2's first crossover, stored without its children's weights. That release, left to finish
     the same run, kept g1-c0, g2-c1, g1-c1 after generation 2, g2-c1 from candidate 21: resumed here, the run ends
     there too, its new scores have outcomes and its old ones say that they have none."""
-    run_dir = tmp_path / "run"
-    shutil.copytree(DATA / "v2-racing", run_dir)
-    models = str(tiny_models / "models")
-    with sqlite3.connect(run_dir / "evomerge.db") as conn:
-        conn.execute("UPDATE meta SET value=replace(value, '/tmp/v2fix/models', ?)", (models,))
-        for column in ("weights", "recipe", "params"):
-            conn.execute(f"UPDATE members SET {column}=replace({column}, '/tmp/v2fix/models', ?)", (models,))
+    run_dir = _copied(DATA / "v2-racing", tmp_path / "run", "/tmp/v2fix/models", tiny_models / "models")
     result = evomerge("resume", str(run_dir), "--quiet")
     assert result.returncode == 0, result.stderr[-3000:]
     from evomerge.evolution import open_config
