@@ -44,7 +44,8 @@ def main() -> None:
     evaluate, per_document = lm_eval.evaluator.evaluate, ours._per_document
 
     def without(**kw):  # the release before: no logged samples, no outcomes
-        return evaluate(**{**kw, "log_samples": False})
+        out = evaluate(**{**kw, "log_samples": False})
+        return {**out, "samples": {task: [] for task in out["results"]}}
 
     def score(keep: bool, i: int) -> float:
         lm_eval.evaluator.evaluate = evaluate if keep else without
