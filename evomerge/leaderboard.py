@@ -75,18 +75,14 @@ def beats_every_seed(table: list[Row]) -> tuple[set[str], bool]:
     return {r.member for r in table if best_seed is not None and r.score is not None and r.score > best_seed}, False
 
 
-def _cell(v: Optional[float], se: Optional[float] = None) -> str:
-    return fmt_pm(v, se)
-
-
 def _columns(table: list[Row], split: str, task_names: list[str]) -> tuple[list[str], list[list[str]]]:
     """The header and the cells of every row (the front column only where fronts were computed)."""
     pareto = any(r.front is not None for r in table)
     header = ["rank", "member", "gen", "operator", "state", *(["front"] if pareto else []), f"{split} (weighted)",
               *task_names]
     lines = [[str(r.rank), r.member, str(r.generation), r.operator, r.state,
-              *([str(r.front) if r.front is not None else "-"] if pareto else []), _cell(r.score, r.se),
-              *[_cell(r.tasks[t], r.tasks_se.get(t)) for t in task_names]] for r in table]
+              *([str(r.front) if r.front is not None else "-"] if pareto else []), fmt_pm(r.score, r.se),
+              *[fmt_pm(r.tasks[t], r.tasks_se.get(t)) for t in task_names]] for r in table]
     return header, lines
 
 
@@ -103,13 +99,12 @@ def _csv_columns(table: list[Row], split: str, task_names: list[str]) -> tuple[l
 
 
 def render(table: list[Row], *, fmt: str, split: str, task_names: list[str]) -> str:
-    header, lines = _columns(table, split, task_names)
+    header, lines = (_csv_columns if fmt == "csv" else _columns)(table, split, task_names)
     if fmt == "json":
         return json.dumps([asdict(r) for r in table], indent=2)
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf)
-        header, lines = _csv_columns(table, split, task_names)
         writer.writerow(header)
         writer.writerows(lines)
         return buf.getvalue().rstrip("\n")

@@ -146,11 +146,7 @@ def paired(a: dict[str, np.ndarray], b: dict[str, np.ndarray], weights: dict[str
     weighted_boot = sum(weights[t] * boots[t] for t in tasks) / total
     d_all = np.concatenate([diffs[t] for t in tasks])
     point = sum(weights[t] * diffs[t].mean() for t in tasks) / total
-    lo, hi = _interval(weighted_boot)
-    n = d_all.size
-    whole = Paired(diff=float(point), low=lo, high=hi, docs=n, a_wins=float((d_all > 0).sum() / n),
-                   b_wins=float((d_all < 0).sum() / n), ties=float((d_all == 0).sum() / n))
-    return per, whole
+    return per, _summary(d_all, weighted_boot, diff=point)
 
 
 def _interval(boot: np.ndarray) -> tuple[float, float]:
@@ -160,10 +156,13 @@ def _interval(boot: np.ndarray) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def _summary(d: np.ndarray, boot: np.ndarray) -> Paired:
+def _summary(d: np.ndarray, boot: np.ndarray, diff: Optional[float] = None) -> Paired:
+    """The comparison of documents' differences d with their resampled means (`diff`: the weighted point, where d
+    spans several tasks)."""
     lo, hi = _interval(boot)
     n = d.size
-    return Paired(diff=float(d.mean()), low=lo, high=hi, docs=n, a_wins=float((d > 0).sum() / n),
+    return Paired(diff=float(d.mean() if diff is None else diff), low=lo, high=hi, docs=n,
+                  a_wins=float((d > 0).sum() / n),
                   b_wins=float((d < 0).sum() / n), ties=float((d == 0).sum() / n))
 
 
