@@ -31,13 +31,16 @@ class Row:
     tasks_se: dict[str, Optional[float]] = field(default_factory=dict)  # task -> its score's standard error
     beats_seeds: Optional[bool] = None  # the 95% paired interval of the difference to every seed is above 0 (None:
                                         # a seed, unscored, or no per-document outcomes to pair)
+    shared: Optional[float] = None     # M2N2's shared fitness among the alive members (selection/shared.py), where
+                                       # the run's selectors use it
 
 
 def rows(store: Store, pipeline: PipelineConfig, *, split: str = "select", pareto: bool = False,
          intermediates: bool = False, vs_seeds: bool = True) -> list[Row]:
     """The members best first (ties: the older), intermediates only if asked; with `pareto`, each with its Pareto
     front over the per-task scores of the split (evomerge/selection/pareto.py: what nsga2 selects by, on the select
-    split); with `vs_seeds`, whether each beats every seed member by a paired comparison."""
+    split); with `vs_seeds`, whether each beats every seed member by a paired comparison; where the run selects by
+    shared fitness (`shared`, `attraction`), each alive member's shared fitness among the alive members."""
     board = ScoreBoard(store, pipeline.fitness)
     out = []
     for m in store.members():
@@ -60,10 +63,24 @@ def rows(store: Store, pipeline: PipelineConfig, *, split: str = "select", paret
             return None
         return all(whole.low > 0 for _, whole in compared)
 
+    shared: dict[int, float] = {}
+    if uses_shared_fitness(pipeline):
+        from evomerge.selection.shared import shared_fitness
+
+        alive = [m.id for m, _ in out if m.state is MemberState.ALIVE]
+        shared = shared_fitness(alive, {m.id: s for m, s in out}) or {}
     return [Row(rank=i + 1, member=m.name, generation=m.generation, operator=m.operator, state=m.state.value,
                 score=s.weighted, tasks=s.tasks, docs=s.docs, front=fronts.get(m.id), se=s.weighted_se,
-                tasks_se=s.se, beats_seeds=beats(m, s))
+                tasks_se=s.se, beats_seeds=beats(m, s), shared=shared.get(m.id))
             for i, (m, s) in enumerate(out)]
+
+
+def uses_shared_fitness(pipeline: PipelineConfig) -> bool:
+    """Whether the run's parent or survivor selector ranks by shared fitness (then tables show it)."""
+    from evomerge.registry import PARENT_SELECTORS, SURVIVOR_SELECTORS
+
+    return (PARENT_SELECTORS.get(pipeline.parent_selection.kind).shows_shared_fitness
+            or SURVIVOR_SELECTORS.get(pipeline.survivor_selection.kind).shows_shared_fitness)
 
 
 def beats_every_seed(table: list[Row]) -> tuple[set[str], bool]:
@@ -78,10 +95,12 @@ def beats_every_seed(table: list[Row]) -> tuple[set[str], bool]:
 def _columns(table: list[Row], split: str, task_names: list[str]) -> tuple[list[str], list[list[str]]]:
     """The header and the cells of every row (the front column only where fronts were computed)."""
     pareto = any(r.front is not None for r in table)
+    shared = any(r.shared is not None for r in table)
     header = ["rank", "member", "gen", "operator", "state", *(["front"] if pareto else []), f"{split} (weighted)",
-              *task_names]
+              *(["shared"] if shared else []), *task_names]
     lines = [[str(r.rank), r.member, str(r.generation), r.operator, r.state,
               *([str(r.front) if r.front is not None else "-"] if pareto else []), fmt_pm(r.score, r.se),
+              *([fmt_pm(r.shared, None)] if shared else []),
               *[fmt_pm(r.tasks[t], r.tasks_se.get(t)) for t in task_names]] for r in table]
     return header, lines
 
@@ -89,11 +108,14 @@ def _columns(table: list[Row], split: str, task_names: list[str]) -> tuple[list[
 def _csv_columns(table: list[Row], split: str, task_names: list[str]) -> tuple[list[str], list[list]]:
     """CSV's columns: numbers only, each score followed by its standard error."""
     pareto = any(r.front is not None for r in table)
+    shared = any(r.shared is not None for r in table)
     header = ["rank", "member", "gen", "operator", "state", *(["front"] if pareto else []), f"{split} (weighted)",
-              "se", *[c for t in task_names for c in (t, f"{t} se")], "beats every seed"]
+              "se", *(["shared"] if shared else []), *[c for t in task_names for c in (t, f"{t} se")],
+              "beats every seed"]
     blank = lambda v: "" if v is None else v  # noqa: E731
     lines = [[r.rank, r.member, r.generation, r.operator, r.state, *([blank(r.front)] if pareto else []),
-              blank(r.score), blank(r.se), *[blank(v) for t in task_names for v in (r.tasks[t], r.tasks_se.get(t))],
+              blank(r.score), blank(r.se), *([blank(r.shared)] if shared else []),
+              *[blank(v) for t in task_names for v in (r.tasks[t], r.tasks_se.get(t))],
               blank(r.beats_seeds)] for r in table]
     return header, lines
 
@@ -137,7 +159,7 @@ def print_table(table: list[Row], *, split: str, task_names: list[str], title: s
     t = Table(title=title, caption=docs_note + (f"; {legend}" if legend else ""), pad_edge=False)
     header, lines = _columns(table, split, task_names)
     for col in header:
-        numeric = col in ("rank", "gen", "front") or col.startswith(split) or col in task_names
+        numeric = col in ("rank", "gen", "front", "shared") or col.startswith(split) or col in task_names
         label = "#" if col == "rank" else split if col.startswith(split) else labels.get(col, col)
         t.add_column(label, justify="right" if numeric else "left", no_wrap=numeric,
                      min_width=6 if col.startswith(split) or col in task_names else None,

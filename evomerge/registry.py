@@ -66,10 +66,12 @@ PARENT_SELECTORS: Registry = Registry("parent selector", {
     "tournament": "evomerge.selection.tournament:Tournament",
     "uniform": "evomerge.selection.uniform:Uniform",
     "nsga2": "evomerge.selection.nsga2:Nsga2Parents",
+    "attraction": "evomerge.selection.attraction:Attraction",
 })
 SURVIVOR_SELECTORS: Registry = Registry("survivor selector", {
     "elitist": "evomerge.selection.elitist:Elitist",
     "nsga2": "evomerge.selection.nsga2:Nsga2Survivors",
+    "shared": "evomerge.selection.shared:Shared",
 })
 EXECUTORS: Registry = Registry("executor", {
     "serial": "evomerge.executor.serial:SerialExecutor",

@@ -27,6 +27,7 @@ class Scores:
     se: dict[str, Optional[float]] = field(default_factory=dict)  # task -> standard error over its documents
     weighted_se: Optional[float] = None                          # the weighted score's standard error
     outcomes: dict[str, Optional[np.ndarray]] = field(default_factory=dict, compare=False)  # task -> per document
+    weights: dict[str, float] = field(default_factory=dict, compare=False)  # task -> its weight in `weighted`
 
     @property
     def paired(self) -> bool:
@@ -54,7 +55,8 @@ class ScoreBoard:
               if t.task in picked else None for t in self.fitness.tasks}
         return Scores(tasks={t.task: results.get(t.task, {}).get(t.metric) for t in self.fitness.tasks},
                       weighted=self.fitness.weighted(results), docs={r.task: r.docs for r in rows}, se=se,
-                      weighted_se=self.fitness.weighted_se(se), outcomes=outcomes)
+                      weighted_se=self.fitness.weighted_se(se), outcomes=outcomes,
+                      weights={t.task: t.weight for t in self.fitness.tasks})
 
     def member(self, member_id: int, which: str = "select") -> Scores:
         return self.of(member_subject(member_id), which)

@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from evomerge.config import SPLITS, PipelineConfig
+from evomerge.leaderboard import uses_shared_fitness
 from evomerge.lineage import edge_label, operator_class, operator_color, operator_colors, operator_kind
 from evomerge.outcomes import task_se
 from evomerge.records import MemberRecord, MemberState, ScoreRow, candidate_subject, member_subject
 from evomerge.scores import Scores, ScoreBoard
+from evomerge.selection.shared import shared_fitness
 from evomerge.store.base import Store
 
 
@@ -120,8 +122,12 @@ def collect(store: Store, pipeline: PipelineConfig, *, run_dir: Path) -> dict[st
     scores = {which: board.members([m.id for m in members], which) for which in SPLITS}
     fronts = _fronts(members, scores, [t.task for t in pipeline.fitness.tasks])
     out_members = _members(store, members, scores)
+    shared_on = uses_shared_fitness(pipeline)
+    alive = [m.id for m in members if m.state is MemberState.ALIVE]
+    shared = {which: (shared_fitness(alive, scores[which]) if shared_on else None) or {} for which in SPLITS}
     for m in out_members:
         m["front"] = {which: fronts[which]["of"].get(m["id"]) for which in SPLITS}
+        m["shared"] = {which: shared[which].get(m["id"]) for which in SPLITS} if m["id"] in alive else None
     generations = store.generations()
     method = pipeline.crossover.method if pipeline.crossover is not None else None
     best = max((m for m in out_members if m["state"] != "intermediate" and m["select"] is not None),
@@ -139,6 +145,7 @@ def collect(store: Store, pipeline: PipelineConfig, *, run_dir: Path) -> dict[st
             "splits": {which: {"split": fit.split(which).split, "limit": fit.split(which).limit} for which in SPLITS},
             "num_fewshot": fit.num_fewshot,
             "best": None if best is None else best["id"],
+            "shared_fitness": shared_on,
         },
         "colors": {**operator_colors(), **{m.operator: operator_color(m.operator) for m in members}},
         "members": out_members,

@@ -19,6 +19,7 @@ def sort_key(scores: Scores) -> float:
 
 class ParentSelector:
     name: ClassVar[str] = ""
+    shows_shared_fitness: ClassVar[bool] = False  # the leaderboard and the report show shared fitness (shared.py)
     Settings: ClassVar[type[KindSettings]] = KindSettings
 
     def __init__(self, settings: KindSettings) -> None:
@@ -32,6 +33,7 @@ class ParentSelector:
 
 class SurvivorSelector:
     name: ClassVar[str] = ""
+    shows_shared_fitness: ClassVar[bool] = False
     Settings: ClassVar[type[KindSettings]] = KindSettings
 
     def __init__(self, settings: KindSettings) -> None:

@@ -2,9 +2,16 @@
 
     python -m evomerge.fitness.tasks.build_data --shared ../shared/data
 
-`arith` is generated here from a fixed seed; `arc_easy` is cut from the ARC-Easy files in ``--shared``
-(CC BY-SA 4.0, redistributable with attribution: see ``arc_easy/LICENSE``). The output is committed, so
-nothing here runs at install or run time.
+`arith` is generated here from a fixed seed; the others are cut from the real benchmark files in ``--shared``,
+each redistributable with attribution (its LICENSE file beside it):
+
+- `arc_easy` (the demo's): ARC-Easy train, and its validation split halved into select and report (CC BY-SA 4.0);
+- the showcase's, each with a report split of at least 300 documents: `arc_easy_full` (ARC-Easy: select = the
+  last 300 train questions, report = the whole validation split; CC BY-SA 4.0), `piqa` (AFL-3.0), `boolq`
+  (CC BY-SA 3.0) and `hellaswag` (MIT), whose validation files are cut into train, select (300) and report (300).
+
+Training, select and report documents are disjoint in every task. The output is committed, so nothing here runs
+at install or run time.
 """
 from __future__ import annotations
 
@@ -62,8 +69,44 @@ def build_arc_easy(shared: Path) -> dict[str, list[dict]]:
     return {"train": read("train.jsonl"), "select": validation[:half], "report": validation[half:]}
 
 
+def _rows(shared: Path, name: str) -> list[dict]:
+    return [json.loads(line) for line in (shared / name).read_text().splitlines() if line.strip()]
+
+
+def _cut(rows: list[dict], seed: int) -> dict[str, list[dict]]:
+    """A validation file shuffled once (fixed seed) and cut into report (300), select (300) and train (the rest, at
+    most 1000: a few hundred fine-tuning steps' worth, and a small repository)."""
+    rows = list(rows)
+    random.Random(seed).shuffle(rows)
+    size = SPLIT_SIZES["report"]
+    return {"train": rows[2 * size:2 * size + 1000], "select": rows[size:2 * size], "report": rows[:size]}
+
+
+def build_arc_easy_full(shared: Path) -> dict[str, list[dict]]:
+    def four(rows: list[dict]) -> list[dict]:
+        return [r for r in rows if len(r["choices"]["text"]) == 4]
+
+    train = four(_rows(shared, "arc_easy/train.jsonl"))
+    size = SPLIT_SIZES["select"]
+    return {"train": train[:-size], "select": train[-size:], "report": four(_rows(shared, "arc_easy/validation.jsonl"))}
+
+
+def build_piqa(shared: Path) -> dict[str, list[dict]]:
+    return _cut(_rows(shared, "piqa/validation.jsonl"), seed=1)
+
+
+def build_boolq(shared: Path) -> dict[str, list[dict]]:
+    rows = [{**r, "label": int(r["label"])} for r in _rows(shared, "boolq/validation.jsonl")]
+    return _cut(rows, seed=2)
+
+
+def build_hellaswag(shared: Path) -> dict[str, list[dict]]:
+    return _cut(_rows(shared, "hellaswag/validation.jsonl"), seed=3)
+
+
 def write(task: str, splits: dict[str, list[dict]]) -> None:
     for split, rows in splits.items():
+        (HERE / task).mkdir(exist_ok=True)
         path = HERE / task / f"{split}.jsonl"
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         print(f"{path.relative_to(HERE)}: {len(rows)} rows")
@@ -75,6 +118,10 @@ def main() -> None:
     args = parser.parse_args()
     write("arith", build_arith())
     write("arc_easy", build_arc_easy(args.shared))
+    write("arc_easy_full", build_arc_easy_full(args.shared))
+    write("piqa", build_piqa(args.shared))
+    write("boolq", build_boolq(args.shared))
+    write("hellaswag", build_hellaswag(args.shared))
 
 
 if __name__ == "__main__":

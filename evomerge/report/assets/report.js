@@ -491,6 +491,7 @@
     ];
     const groups = [{ key: "", label: "weighted fitness", get: (m, s) => m[s], se: (m, s) => m[`${s}_se`] }].concat(
       RUN.tasks.map((t) => ({ key: t.task, label: `${t.task} (${t.metric}${RUN.tasks.length > 1 ? ` ×${t.weight}` : ""})`, get: (m, s) => m.tasks[t.task][s], se: (m, s) => m.tasks[t.task][`${s}_se`] })));
+    if (RUN.shared_fitness) groups.splice(1, 0, { key: "shared", label: "shared fitness (among the alive)", get: (m, s) => (m.shared ? m.shared[s] : null), se: () => null });
     return { cols, groups };
   }
 
@@ -585,7 +586,7 @@
     draw();
     return el("section", { id: "leaderboard" },
       el("h2", { text: "Leaderboard" }),
-      el("p", { class: "muted", text: `Ranked by weighted select fitness; click any header to sort. ± is one standard error over the split's documents. gap = report − select: a negative gap is fitness that did not carry over to held-out documents (selection overfitting its own yardstick).` }),
+      el("p", { class: "muted", text: `Ranked by weighted select fitness; click any header to sort. ± is one standard error over the split's documents. gap = report − select: a negative gap is fitness that did not carry over to held-out documents (selection overfitting its own yardstick).${RUN.shared_fitness ? " Shared fitness (M2N2's resource competition, what this run selects by) splits each document among the alive members that solve it." : ""}` }),
       filters, el("div", { class: "table-scroll" }, table));
   }
 
