@@ -7,8 +7,8 @@ each redistributable with attribution (its LICENSE file beside it):
 
 - `arc_easy` (the demo's): ARC-Easy train, and its validation split halved into select and report (CC BY-SA 4.0);
 - the showcase's, each with a report split of at least 300 documents: `arc_easy_full` (ARC-Easy: select = the
-  last 300 train questions, report = the whole validation split; CC BY-SA 4.0), `piqa` (AFL-3.0), `boolq`
-  (CC BY-SA 3.0) and `hellaswag` (MIT), whose validation files are cut into train, select (300) and report (300).
+  last 300 train questions, report = the whole validation split; CC BY-SA 4.0), `piqa` (AFL-3.0) and
+  `boolq` (CC BY-SA 3.0), whose validation files are cut into train, select (300) and report (300).
 
 Training, select and report documents are disjoint in every task. The output is committed, so nothing here runs
 at install or run time.
@@ -100,10 +100,6 @@ def build_boolq(shared: Path) -> dict[str, list[dict]]:
     return _cut(rows, seed=2)
 
 
-def build_hellaswag(shared: Path) -> dict[str, list[dict]]:
-    return _cut(_rows(shared, "hellaswag/validation.jsonl"), seed=3)
-
-
 def write(task: str, splits: dict[str, list[dict]]) -> None:
     for split, rows in splits.items():
         (HERE / task).mkdir(exist_ok=True)
@@ -121,7 +117,6 @@ def main() -> None:
     write("arc_easy_full", build_arc_easy_full(args.shared))
     write("piqa", build_piqa(args.shared))
     write("boolq", build_boolq(args.shared))
-    write("hellaswag", build_hellaswag(args.shared))
 
 
 if __name__ == "__main__":
