@@ -156,6 +156,9 @@ def print_table(table: list[Row], *, split: str, task_names: list[str], title: s
 
     labels = short_labels(task_names)
     legend = ", ".join(f"{labels[t]} = {t}" for t in task_names if labels[t] != t)
+    if any(r.shared is not None for r in table):
+        legend = "shared = M2N2's shared fitness among the alive members (what selection ranks by)" + (
+            f", {legend}" if legend else "")
     t = Table(title=title, caption=docs_note + (f"; {legend}" if legend else ""), pad_edge=False)
     header, lines = _columns(table, split, task_names)
     for col in header:

@@ -90,7 +90,7 @@ CASES = {
                      ["crossover.method", "unknown merge method 'frankenmerge'", "della_linear", "ties", "plugins"]),
     "mutation operator": ("kind: gaussian_noise", "kind: dropout",
                           ["mutation.operators.0", "unknown mutation operator 'dropout'", "gaussian_noise", "lora"]),
-    "survivor selector": ("kind: youngest}", "kind: nsga3}", ["survivor_selection", "nsga3", "elitist, nsga2, youngest"]),
+    "survivor selector": ("kind: youngest}", "kind: nsga3}", ["survivor_selection", "nsga3", "elitist, nsga2, shared, youngest"]),
     "plugin": ("plugins: [toy_plugin]", "plugins: [toy_plugin, no_such_module]",
                ["plugins.1", "cannot import 'no_such_module'"]),
 }
