@@ -18,8 +18,8 @@ The arms (pipelines/showcase.yaml's population and fitness for all):
 - e: the same with elitist + tournament;
 - f: the same without mutation.
 
-Every searching arm (c, d, e, f) scores the same number of merges on the select split (32: 4 children x budget 8,
-or one child x budget 32); each arm's answer is its best member by select score, as the leaderboard ranks it, which
+Every searching arm (c, d, e, f) scores the same number of merges on the select split (24: 4 children x budget 6,
+or one child x budget 24); each arm's answer is its best member by select score, as the leaderboard ranks it, which
 may be a seed. Nothing here looks at the report split to choose anything: it is read once per answer, for the table.
 
 The specialists are fine-tuned once (`--arm seeds`, the showcase's own seeding) and each searching arm starts from a
@@ -104,15 +104,7 @@ def seeds(work: Path) -> Path:
     run_dir = work / "seeds"
     if (run_dir / "done").is_file():
         return run_dir
-    run = Run.resume(run_dir) if run_dir.exists() else Run.start(SHOWCASE, run_dir=run_dir)
-    run.artifacts.lock()
-    try:
-        run.executor.start()
-        for index, member in enumerate(run.loaded.population.members):
-            run.seeding.seed(index, member)
-    finally:
-        run.executor.close()
-        run.artifacts.unlock()
+    (Run.resume(run_dir) if run_dir.exists() else Run.start(SHOWCASE, run_dir=run_dir)).seed_only()
     (run_dir / "done").write_text("")
     return run_dir
 

@@ -74,14 +74,7 @@ def specialists(work: Path) -> Path:
         return work / "population.yaml"
 
     run = Run.start(ROOT / "pipelines" / "demo.yaml", run_dir=work / "seeds")
-    run.artifacts.lock()
-    try:
-        run.executor.start()
-        for index, member in enumerate(run.loaded.population.members):
-            run.seeding.seed(index, member)
-    finally:
-        run.executor.close()
-        run.artifacts.unlock()
+    run.seed_only()
     lines = ["name: racing-seeds", "base_model: base", "members:"]
     for name in SEEDS:
         record = run.store.member(name)

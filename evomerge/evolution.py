@@ -162,6 +162,18 @@ class Run:
     def population(self, generation: int) -> list[int]:
         return self.seeding.population(generation)
 
+    def seed_only(self) -> None:
+        """Seed and score the population file's members, and breed nothing: benchmarks that compare several
+        pipelines fine-tune their seeds once this way (benchmarks/racing.py, benchmarks/baselines.py)."""
+        self.artifacts.lock()
+        try:
+            self.executor.start()
+            for index, member in enumerate(self.loaded.population.members):
+                self.seeding.seed(index, member)
+        finally:
+            self.executor.close()
+            self.artifacts.unlock()
+
     def _each(self, work, items) -> list:
         """`work` for each item, in order; at once (one driver thread each) when the executor has the workers."""
         items = list(items)

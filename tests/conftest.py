@@ -132,6 +132,19 @@ def events_count(db: Path) -> int:
         return 0
 
 
+def killed_and_resumed(pipeline: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """An uninterrupted run of `pipeline`, and a run of it killed (-9) halfway and resumed: (reference, killed), the
+    second checked to have ended exactly where the first did."""
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    assert evomerge("run", str(pipeline), "--run-dir", str(reference), "--quiet").returncode == 0
+    events = len(open_store(reference).events())
+    assert run_and_kill(["run", str(pipeline), "--run-dir", str(killed), "--quiet"], killed / "evomerge.db",
+                        events // 2)
+    assert evomerge("resume", str(killed), "--quiet").returncode == 0
+    assert snapshot(killed) == snapshot(reference)
+    return reference, killed
+
+
 def run_and_kill(args: list[str], db: Path, at_events: int) -> bool:
     """Start the CLI, SIGKILL it once the store holds `at_events` events; False if it finished first."""
     proc = subprocess.Popen([sys.executable, "-m", "evomerge.cli", *args], stdout=subprocess.DEVNULL,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import POPULATION, evomerge, run_and_kill, snapshot
+from conftest import POPULATION, evomerge, killed_and_resumed
 from evomerge.selection.pareto import crowding, dominates, fronts, rank
 from evomerge.store import open_store
 
@@ -96,15 +96,7 @@ def test_nsga2_keeps_a_member_no_one_dominates_that_elitist_drops(tiny_models: P
 
 
 def test_nsga2_fronts_are_the_same_after_kill_9_and_resume(tiny_models: Path, tmp_path: Path):
-    pipeline = _conflict(tmp_path, tiny_models / "models", "nsga2")
-    reference = tmp_path / "reference"
-    assert evomerge("run", str(pipeline), "--run-dir", str(reference), "--quiet").returncode == 0
-    killed = tmp_path / "killed"
-    events = len(open_store(reference).events())
-    assert run_and_kill(["run", str(pipeline), "--run-dir", str(killed), "--quiet"], killed / "evomerge.db",
-                        events // 2)
-    assert evomerge("resume", str(killed), "--quiet").returncode == 0
-    assert snapshot(killed) == snapshot(reference)
+    reference, killed = killed_and_resumed(_conflict(tmp_path, tiny_models / "models", "nsga2"), tmp_path)
     boards = [json.loads(evomerge("leaderboard", str(d), "--pareto", "--format", "json").stdout)
               for d in (killed, reference)]
     assert [(r["member"], r["front"]) for r in boards[0]] == [(r["member"], r["front"]) for r in boards[1]]

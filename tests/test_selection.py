@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import PIPELINE, POPULATION, evomerge, run_and_kill, snapshot
+from conftest import PIPELINE, POPULATION, evomerge, killed_and_resumed
 from evomerge.config import KindSettings
 from evomerge.registry import PARENT_SELECTORS, SURVIVOR_SELECTORS
 from evomerge.scores import Scores
@@ -120,15 +120,7 @@ def _pipeline(tmp_path: Path, models: Path) -> Path:
 
 
 def test_shared_and_attraction_are_the_same_after_kill_9_and_resume(tiny_models: Path, tmp_path: Path):
-    pipeline = _pipeline(tmp_path, tiny_models / "models")
-    reference = tmp_path / "reference"
-    assert evomerge("run", str(pipeline), "--run-dir", str(reference), "--quiet").returncode == 0
-    killed = tmp_path / "killed"
-    events = len(open_store(reference).events())
-    assert run_and_kill(["run", str(pipeline), "--run-dir", str(killed), "--quiet"], killed / "evomerge.db",
-                        events // 2)
-    assert evomerge("resume", str(killed), "--quiet").returncode == 0
-    assert snapshot(killed) == snapshot(reference)
+    reference, _ = killed_and_resumed(_pipeline(tmp_path, tiny_models / "models"), tmp_path)
     board = json.loads(evomerge("leaderboard", str(reference), "--format", "json").stdout)
     alive = [r for r in board if r["state"] == "alive"]
     assert len(alive) == 3 and all(r["shared"] is not None for r in alive)
