@@ -217,6 +217,11 @@ def seed_documents(work: Path) -> int:
     return answer(work / "seeds", seeds_only=True)["documents"]
 
 
+def _signed(v: float) -> str:
+    text = f"{v:+.4f}"
+    return "±0.0000" if text in ("+0.0000", "-0.0000") else text.replace("-", "−")
+
+
 def table(work: Path) -> str:
     import numpy as np
 
@@ -234,7 +239,7 @@ def table(work: Path) -> str:
     metric = {t.task: t.metric for t in fitness.tasks}
     labels = {t: t.removeprefix("evomerge_") for t in tasks}
     out = ["| arm | answer | report (weighted) | " + " | ".join(labels[t] for t in tasks)
-           + " | − (d), 95% paired interval | wall time | documents scored | merges scored |",
+           + " | arm − (d), 95% paired interval | wall time | documents scored | merges scored |",
            "|---|---|---:|" + "---:|" * len(tasks) + "---|---:|---:|---:|"]
     d = results.get("d")
     for arm, label in ARMS.items():
@@ -249,7 +254,7 @@ def table(work: Path) -> str:
             versus = "–" if arm == "d" else "(d) not run yet"
         else:
             _, whole = paired(outs, {t: np.asarray(d["report_outcomes"][t], dtype=float) for t in tasks}, weights)
-            versus = (f"{whole.diff:+.4f} [{whole.low:+.4f}, {whole.high:+.4f}]"
+            versus = (f"{_signed(whole.diff)} [{_signed(whole.low)}, {_signed(whole.high)}]"
                       + (" within noise" if whole.low <= 0 <= whole.high else ""))
         wall = seconds.get(arm)
         out.append(f"| {arm}: {label} | {r['member']} | {fmt_pm(r['weighted'], w_se)} | "
