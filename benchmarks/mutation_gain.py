@@ -96,6 +96,8 @@ def gain(run_dir: Path) -> tuple:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "mutation-gain")
+    parser.add_argument("--lora-steps", type=int, help="LoRA steps, instead of the calibration's (a first run's "
+                        "measured rate is a better guide: a run's steps also save checkpoints)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
 
@@ -103,7 +105,7 @@ def main() -> None:
     es_seconds = mutation_seconds(args.work / "es")
     lora_file = args.work / "lora.yaml"
     if not lora_file.exists():
-        step = lora_step_seconds()
+        step = es_seconds / args.lora_steps if args.lora_steps else lora_step_seconds()
         steps = max(1, math.floor(es_seconds / step))
         data = yaml.safe_load(ES_PIPELINE.read_text())
         data["name"] = "lora-arithmetic"

@@ -64,7 +64,7 @@ def train_lora(model, tokenizer, examples: list[tuple[str, str]], spec: LoraSett
             state.optimiser.step()
             state.optimiser.zero_grad(set_to_none=True)
             if on_step is not None:
-                on_step(step + 1, float(out.loss))
+                on_step(step + 1, float(out.loss.detach()))
             if interrupted():
                 state.save(step + 1)
                 raise KeyboardInterrupt
