@@ -64,23 +64,15 @@ def rows(store: Store, pipeline: PipelineConfig, *, split: str = "select", paret
         return all(whole.low > 0 for _, whole in compared)
 
     shared: dict[int, float] = {}
-    if uses_shared_fitness(pipeline):
-        from evomerge.selection.shared import shared_fitness
+    from evomerge.selection.shared import shared_fitness, uses_shared_fitness
 
+    if uses_shared_fitness(pipeline):
         alive = [m.id for m, _ in out if m.state is MemberState.ALIVE]
         shared = shared_fitness(alive, {m.id: s for m, s in out}) or {}
     return [Row(rank=i + 1, member=m.name, generation=m.generation, operator=m.operator, state=m.state.value,
                 score=s.weighted, tasks=s.tasks, docs=s.docs, front=fronts.get(m.id), se=s.weighted_se,
                 tasks_se=s.se, beats_seeds=beats(m, s), shared=shared.get(m.id))
             for i, (m, s) in enumerate(out)]
-
-
-def uses_shared_fitness(pipeline: PipelineConfig) -> bool:
-    """Whether the run's parent or survivor selector ranks by shared fitness (then tables show it)."""
-    from evomerge.registry import PARENT_SELECTORS, SURVIVOR_SELECTORS
-
-    return (PARENT_SELECTORS.get(pipeline.parent_selection.kind).shows_shared_fitness
-            or SURVIVOR_SELECTORS.get(pipeline.survivor_selection.kind).shows_shared_fitness)
 
 
 def beats_every_seed(table: list[Row]) -> tuple[set[str], bool]:

@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from evomerge.config import SPLITS, PipelineConfig
-from evomerge.leaderboard import uses_shared_fitness
 from evomerge.lineage import edge_label, operator_class, operator_color, operator_colors, operator_kind
 from evomerge.outcomes import task_se
 from evomerge.records import MemberRecord, MemberState, ScoreRow, candidate_subject, member_subject
 from evomerge.scores import Scores, ScoreBoard
-from evomerge.selection.shared import shared_fitness
+from evomerge.selection.shared import shared_fitness, uses_shared_fitness
 from evomerge.store.base import Store
 
 

@@ -74,6 +74,14 @@ def shared_fitness(members: list[int], scores: dict[int, Scores], *, alpha: floa
     return dict(zip(members, shares(*matrix, alpha).sum(axis=1).tolist()))
 
 
+def uses_shared_fitness(pipeline) -> bool:
+    """Whether a pipeline's parent or survivor selector ranks by shared fitness (then tables show it)."""
+    from evomerge.registry import PARENT_SELECTORS, SURVIVOR_SELECTORS
+
+    return (PARENT_SELECTORS.get(pipeline.parent_selection.kind).shows_shared_fitness
+            or SURVIVOR_SELECTORS.get(pipeline.survivor_selection.kind).shows_shared_fitness)
+
+
 class Shared(SurvivorSelector):
     shows_shared_fitness: ClassVar[bool] = True
 
@@ -84,7 +92,7 @@ class Shared(SurvivorSelector):
 
     def select(self, candidates: list[int], scores: dict[int, Scores], *, size: int) -> list[int]:
         ranked = [m for m in candidates if math.isfinite(sort_key(scores[m]))]
-        unranked = sorted((m for m in candidates if m not in ranked), key=lambda m: m)
+        unranked = sorted(m for m in candidates if m not in ranked)
         matrix = outcome_matrix(ranked, scores)
         if matrix is None:
             return sorted(candidates, key=lambda m: (-sort_key(scores[m]), m))[:size]
