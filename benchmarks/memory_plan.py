@@ -13,6 +13,7 @@ weights) and the largest transient, on the largest tensor (the embedding) while 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 from pathlib import Path
@@ -64,43 +65,66 @@ def resident_bytes_per_weight(method: str, parents: int, dtype: str, root: Path)
     return sum(seen.values()) / weights
 
 
+@contextlib.contextmanager
+def as_on_a_gpu():
+    """TIES and DARE as they run on a GPU (kthvalue and masks redrawn per candidate, nothing kept), on any device."""
+    from evomerge.crossover.methods.dare_ties import DareTies
+    from evomerge.crossover.methods.ties import Ties
+
+    saved = DareTies.__dict__["keeps_stream"], Ties.__dict__["keeps_bands"]
+    DareTies.keeps_stream = staticmethod(lambda device: False)
+    Ties.keeps_bands = staticmethod(lambda device: False)
+    try:
+        yield
+    finally:
+        DareTies.keeps_stream, Ties.keeps_bands = saved
+
+
+def tiny_parents(root: Path) -> Path:
+    """The small random Llamas (base, p0, p1, p2) the per-weight counts are measured on."""
+    from conftest import make_model
+
+    for i, name in enumerate(["base", "p0", "p1", "p2"]):
+        if not (root / name).exists():
+            make_model(root / name, seed=i, layers=2)
+    return root
+
+
+def plan_gib(method: str, parents: int, dtype: str, weights: int, largest: int, root: Path) -> tuple[float, ...]:
+    """(resident parents, + the evaluation model, peak with the largest transient) in GiB, for a model of `weights`
+    weights whose largest tensor has `largest` entries, as on a GPU; `root` holds `tiny_parents`."""
+    width = torch.tensor([], dtype=getattr(torch, dtype)).element_size()
+    with as_on_a_gpu():
+        per_weight = resident_bytes_per_weight(method, parents, dtype, root)
+    # bytes per entry of the largest tensor while a candidate is written: TIES's magnitudes and kthvalue's copy of
+    # them; DARE's full_like density tensor and its bernoulli mask; all in the merge dtype
+    transient = {"ties": 2 * width, "dare_ties": 2 * width}.get(method, 0)
+    resident = per_weight * weights / GIB
+    total = resident + width * weights / GIB
+    return per_weight, resident, total, total + transient * largest / GIB
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     args = parser.parse_args()
-    from conftest import make_model
-
-    from evomerge.crossover.methods.dare_ties import DareTies
-    from evomerge.crossover.methods.ties import Ties
-
-    DareTies.keeps_stream = staticmethod(lambda device: False)  # as on a GPU: masks redrawn per candidate
-    Ties.keeps_bands = staticmethod(lambda device: False)       # as on a GPU: kthvalue per candidate
 
     width = torch.tensor([], dtype=getattr(torch, args.dtype)).element_size()
-    root = Path(tempfile.mkdtemp(prefix="evomerge-memory-"))
-    for i, name in enumerate(["base", "p0", "p1", "p2"]):
-        make_model(root / name, seed=i, layers=2)
-    rows = []
-    for method, counts in [("linear", (2, 3)), ("task_arithmetic", (2, 3)), ("ties", (2, 3)), ("dare_ties", (2, 3)),
-                           ("slerp", (2,))]:
-        for parents in counts:
-            rows.append((method, parents, resident_bytes_per_weight(method, parents, args.dtype, root)))
-    # bytes per entry of the largest tensor while a candidate is written: TIES's magnitudes and kthvalue's copy of
-    # them; DARE's full_like density tensor and its bernoulli mask; all in the merge dtype
-    transient = {"ties": 2 * width, "dare_ties": 2 * width}
+    root = tiny_parents(Path(tempfile.mkdtemp(prefix="evomerge-memory-")))
     print(f"\nresident memory of one crossover, {args.dtype}; evaluation model = {width} bytes per weight\n")
     head = " | ".join(f"{s}: parents / + eval model / peak" for s in SHAPES)
     print(f"| method | parents | resident bytes per weight | {head} | fits one 80 GB GPU |")
     print("|---|---:|---:|" + "---:|" * len(SHAPES) + "---|")
-    for method, parents, per_weight in rows:
-        cells, fits = [], True
-        for weights, largest in SHAPES.values():
-            resident = per_weight * weights / GIB
-            total = resident + width * weights / GIB
-            peak = total + transient.get(method, 0) * largest / GIB
-            fits &= peak <= GPU_GIB
-            cells.append(f"{resident:.1f} / {total:.1f} / {peak:.1f} GiB")
-        print(f"| {method} | {parents} | {per_weight:.2f} | " + " | ".join(cells) + f" | {'yes' if fits else 'NO'} |")
+    for method, counts in [("linear", (2, 3)), ("task_arithmetic", (2, 3)), ("ties", (2, 3)), ("dare_ties", (2, 3)),
+                           ("slerp", (2,))]:
+        for parents in counts:
+            cells, fits = [], True
+            for weights, largest in SHAPES.values():
+                per_weight, resident, total, peak = plan_gib(method, parents, args.dtype, weights, largest, root)
+                fits &= peak <= GPU_GIB
+                cells.append(f"{resident:.1f} / {total:.1f} / {peak:.1f} GiB")
+            print(f"| {method} | {parents} | {per_weight:.2f} | " + " | ".join(cells)
+                  + f" | {'yes' if fits else 'NO'} |")
 
 
 if __name__ == "__main__":
