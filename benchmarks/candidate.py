@@ -183,6 +183,8 @@ def _bench_method(method: str, args, paths: dict, model, tok, scorer, task_cfg, 
         t = time.perf_counter()
         merge_to_disk(config, out, seed=0, device=args.device)
         m = time.perf_counter()
+        # model_args' use_cache is the HF model's KV cache; lm-eval's request cache (simple_evaluate's use_cache,
+        # keyed by request, not by model) stays off, or every candidate would get the first one's answers
         res = lm_eval.simple_evaluate(model="hf", model_args={"pretrained": str(out), "dtype": args.dtype,
                                                               "use_cache": True},
                                       tasks=[task_cfg], limit=args.docs, batch_size=args.batch_size,

@@ -147,9 +147,10 @@ def _refuse(problem: str, fix: str) -> None:
 
 
 def _work_dir(shape: str) -> Path:
-    need = 60 * 2**30 if shape == "7b" else 0
-    shm = Path("/dev/shm")
-    if need and shm.is_dir() and shutil.disk_usage(shm).free > need:
+    """/dev/shm (memory, fast to read back) when the 7B shape's 41 GB of models fit there and it has more room than
+    the temporary folder's disk."""
+    shm, tmp = Path("/dev/shm"), Path(tempfile.gettempdir())
+    if shape == "7b" and shm.is_dir() and shutil.disk_usage(shm).free > max(45 * 2**30, shutil.disk_usage(tmp).free):
         return Path(tempfile.mkdtemp(prefix="evomerge-gpu-check-", dir=shm))
     return Path(tempfile.mkdtemp(prefix="evomerge-gpu-check-"))
 
@@ -642,6 +643,7 @@ def step_merge(args, emit) -> None:
              memory=f"peak {_gib(peak)}, plan {plan:.2f} GiB",
              note=("fits" if fits else "does NOT fit") + f" 80 GB; parents read in {setup:.0f} s")
         last = time.time() - t0
+    shutil.rmtree(Path(paths["base"]).parent, ignore_errors=True)  # 41 GB at 7B: room for the other steps
 
 
 # ------------------------------------------------------------------ ray

@@ -57,6 +57,14 @@ MERGE_METHODS: Registry = Registry("merge method", {
     "dare_ties": "evomerge.crossover.methods.dare_ties:DareTies",
     "task_arithmetic": "evomerge.crossover.methods.task_arithmetic:TaskArithmetic",
     "slerp": "evomerge.crossover.methods.slerp:Slerp",
+    "dare_linear": "evomerge.crossover.methods.dare_linear:DareLinear",
+    "breadcrumbs": "evomerge.crossover.methods.breadcrumbs:Breadcrumbs",
+    "breadcrumbs_ties": "evomerge.crossover.methods.breadcrumbs_ties:BreadcrumbsTies",
+    "della": "evomerge.crossover.methods.della:Della",
+    "della_linear": "evomerge.crossover.methods.della_linear:DellaLinear",
+    "nuslerp": "evomerge.crossover.methods.nuslerp:NuSlerp",
+    "multislerp": "evomerge.crossover.methods.multislerp:MultiSlerp",
+    "sce": "evomerge.crossover.methods.sce:Sce",
 })
 MUTATION_OPERATORS: Registry = Registry("mutation operator", {
     "lora": "evomerge.mutation.lora:LoraMutation",

@@ -20,7 +20,7 @@ plugins: [toy_plugin]
 generations: 2
 population_size: 2
 children_per_generation: 2
-crossover: {method: della_linear, search: [weight, density], cma: {sigma0: 0.2, popsize: 2, budget: 2}}
+crossover: {method: della_linear_narrow, search: [weight, density], cma: {sigma0: 0.2, popsize: 2, budget: 2}}
 mutation: {rate: 1, keep: always, operators: [{kind: gaussian_noise, scale: 0.02}]}
 survivor_selection: {kind: youngest}
 fitness:
@@ -54,7 +54,7 @@ def test_a_plugin_merge_method_mutation_operator_and_survivor_selector_run_a_pip
         for slot in (0, 1):
             child, merge = members[f"g{gen}-c{slot}"], members[f"g{gen}-c{slot}-merge"]
             assert child.operator == "gaussian_noise" and child.parents == (merge.id,)
-            assert merge.operator == "della_linear" and merge.state.value == "intermediate"
+            assert merge.operator == "della_linear_narrow" and merge.state.value == "intermediate"
             assert "merge_method: della_linear" in merge.recipe
             for values in merge.params["merge"].values():
                 assert all(0.2 <= d <= 0.8 for d in values["density"])  # the method's own bounds
@@ -62,7 +62,7 @@ def test_a_plugin_merge_method_mutation_operator_and_survivor_selector_run_a_pip
     assert [members_by_id.name for members_by_id in map(store.member, store.survivors(2))] == ["g2-c1", "g2-c0"]
     lineage = evomerge("lineage", str(toy_run), "g2-c1")
     assert lineage.returncode == 0, lineage.stderr
-    assert "[gaussian_noise scale=0.02]" in lineage.stdout and "[della_linear weight=" in lineage.stdout
+    assert "[gaussian_noise scale=0.02]" in lineage.stdout and "[della_linear_narrow weight=" in lineage.stdout
 
 
 def test_members_of_plugin_operators_export_and_rebuild(toy_run: Path, tmp_path: Path):
@@ -86,8 +86,9 @@ def test_members_of_plugin_operators_export_and_rebuild(toy_run: Path, tmp_path:
 
 
 CASES = {
-    "merge method": ("method: della_linear", "method: frankenmerge",
-                     ["crossover.method", "unknown merge method 'frankenmerge'", "della_linear", "ties", "plugins"]),
+    "merge method": ("method: della_linear_narrow", "method: frankenmerge",
+                     ["crossover.method", "unknown merge method 'frankenmerge'", "della_linear_narrow", "ties",
+                      "plugins"]),
     "mutation operator": ("kind: gaussian_noise", "kind: dropout",
                           ["mutation.operators.0", "unknown mutation operator 'dropout'", "gaussian_noise", "lora"]),
     "survivor selector": ("kind: youngest}", "kind: nsga3}", ["survivor_selection", "nsga3", "elitist, nsga2, shared, youngest"]),

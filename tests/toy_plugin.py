@@ -13,10 +13,10 @@ from evomerge.registry import MERGE_METHODS, MUTATION_OPERATORS, SURVIVOR_SELECT
 from evomerge.selection.base import SurvivorSelector
 
 
-class DellaLinear(TaskVectorMethod):
-    """DELLA without sign consensus (Deep et al., arXiv 2406.11617): mergekit's `della_linear`, merged by mergekit
-    for every candidate (no fast kernel). Its magnitude-based drop rates are density ± 0.15, so density stays in
-    [0.2, 0.8]."""
+class DellaLinearNarrow(TaskVectorMethod):
+    """The built-in della_linear with a search space of one's own: mergekit's `della_linear`, merged by mergekit for
+    every candidate (no fast kernel), epsilon left at mergekit's 0.15 and density kept in [0.2, 0.8] so that
+    density ± 0.15 stays inside (0, 1)."""
 
     mergekit_method = "della_linear"
     parameters = (WEIGHT, DENSITY)
@@ -69,6 +69,6 @@ class Youngest(SurvivorSelector):
         return sorted(candidates, reverse=True)[:size]
 
 
-MERGE_METHODS.register("della_linear", DellaLinear)
+MERGE_METHODS.register("della_linear_narrow", DellaLinearNarrow)
 MUTATION_OPERATORS.register("gaussian_noise", GaussianNoise)
 SURVIVOR_SELECTORS.register("youngest", Youngest)

@@ -73,7 +73,7 @@ class Genome:
                 lo, hi = self.method.bounds[n]
                 out[owner][n] = [round(min(hi, max(lo, float(v))), 6) for v in x[i:i + self.groups]]
                 i += self.groups
-        return out
+        return self.method.feasible(out)
 
     def group_of(self, tensor: str) -> int:
         """The layer group whose parameters a tensor takes: the same rule as the `filter`s `setting` writes."""

@@ -106,6 +106,12 @@ class MergeMethod:
         """Who a parameter set belongs to: each parent, by name (slerp: its single `t`)."""
         return parents
 
+    @classmethod
+    def feasible(cls, params: dict) -> dict:
+        """A candidate's parameters ({owner: {param: [value per group]}}, already within bounds) moved where mergekit
+        accepts them, when a constraint ties parameters together (DELLA: density ± epsilon inside (0, 1))."""
+        return params
+
     # ------------------------------------------------------------ mergekit and lineage
 
     @classmethod
