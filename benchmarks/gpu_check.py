@@ -235,13 +235,6 @@ def _device(args) -> str:
     return resolve(args.device)
 
 
-def _sync(device: str) -> None:
-    import torch
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def _reset_peak(device: str) -> None:
     import gc
 
@@ -261,6 +254,8 @@ def _peak_gib(device: str) -> float | None:
 
 def _timed(fn, device: str, repeats: int = 3) -> float:
     """Median seconds of `repeats` calls after one warm-up."""
+    from candidate import _sync
+
     fn()
     times = []
     for _ in range(repeats):
@@ -564,7 +559,7 @@ def step_merge(args, emit) -> None:
     import torch
     from transformers import AutoConfig
 
-    from candidate import _copy_bandwidth, _matmul_flops, _tokens_needed
+    from candidate import _copy_bandwidth, _matmul_flops, _sync, _tokens_needed
     from evomerge.config import FitnessSpec
     from evomerge.crossover.fast import ResidentMerge
     from evomerge.fitness.lm_eval import Scorer

@@ -97,6 +97,22 @@ def tiny_pipeline(tiny_models, tmp_path) -> Path:
     return tmp_path / "pipeline.yaml"
 
 
+def model_tensors(model_dir: Path) -> dict:
+    """Every tensor of an HF model directory's safetensors files, by name."""
+    from safetensors.torch import load_file
+
+    out: dict = {}
+    for f in sorted(model_dir.glob("*.safetensors")):
+        out.update(load_file(f))
+    return out
+
+
+def max_diff(a: dict, b: dict) -> float:
+    """The largest absolute difference between two state dicts with the same names."""
+    assert a.keys() == b.keys()
+    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+
+
 def evomerge(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """The real command line, in a subprocess, its output read as a pipe or a log is (pytest's COLUMNS left out, so
     that nothing is wrapped to a terminal's width)."""

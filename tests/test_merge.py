@@ -8,24 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
-from conftest import evomerge
+from conftest import evomerge, max_diff, model_tensors
 from evomerge.config import CrossoverSpec
 from evomerge.crossover.genome import Genome
 from evomerge.crossover.merge import load_into, merge_in_memory, merge_to_disk
-
-
-def _tensors(model_dir: Path) -> dict[str, torch.Tensor]:
-    out: dict[str, torch.Tensor] = {}
-    for f in sorted(model_dir.glob("*.safetensors")):
-        out.update(load_file(f))
-    return out
-
-
-def _max_diff(a: dict, b: dict) -> float:
-    assert a.keys() == b.keys()
-    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
 
 
 @pytest.mark.parametrize("method,search,layer_group", [
@@ -43,10 +30,10 @@ def test_in_memory_merge_equals_mergekit_run_merge(tiny_models: Path, tmp_path: 
                                  base_path=str(models / "base"), dtype="float32")
     in_memory = merge_in_memory(config, seed=7)
     merge_to_disk(config, tmp_path / "merged", seed=7)
-    assert _max_diff(in_memory, _tensors(tmp_path / "merged")) <= 1e-6
+    assert max_diff(in_memory, model_tensors(tmp_path / "merged")) <= 1e-6
     # the merge really mixes the parents: it equals neither
-    assert _max_diff(in_memory, _tensors(models / "a")) > 1e-4
-    assert _max_diff(in_memory, _tensors(models / "b")) > 1e-4
+    assert max_diff(in_memory, model_tensors(models / "a")) > 1e-4
+    assert max_diff(in_memory, model_tensors(models / "b")) > 1e-4
 
 
 def test_layer_groups_give_different_weights_per_group(tiny_models: Path):
@@ -56,7 +43,7 @@ def test_layer_groups_give_different_weights_per_group(tiny_models: Path):
     models = tiny_models / "models"
     merged = merge_in_memory(genome.merge_config(params, paths={"a": str(models / "a"), "b": str(models / "b")},
                                                  base_path=None, dtype="float32"), seed=0)
-    a, b = _tensors(models / "a"), _tensors(models / "b")
+    a, b = model_tensors(models / "a"), model_tensors(models / "b")
     name0, name3 = "model.layers.0.mlp.up_proj.weight", "model.layers.3.mlp.up_proj.weight"
     assert torch.equal(merged[name0], a[name0])  # group 0: all weight on a
     assert torch.equal(merged[name3], b[name3])  # group 1: all weight on b
@@ -67,10 +54,10 @@ def test_load_into_writes_the_resident_model_in_place(tiny_models: Path):
 
     model = AutoModelForCausalLM.from_pretrained(tiny_models / "models" / "base")
     before = model.model.layers[0].mlp.up_proj.weight
-    target = _tensors(tiny_models / "models" / "a")
+    target = model_tensors(tiny_models / "models" / "a")
     load_into(model, target)
     assert model.model.layers[0].mlp.up_proj.weight is before  # same storage, no reload
-    assert _max_diff({k: v for k, v in model.state_dict().items() if k in target}, target) == 0
+    assert max_diff({k: v for k, v in model.state_dict().items() if k in target}, target) == 0
 
 
 def test_export_is_loadable_and_mergekit_yaml_rebuilds_it(tiny_pipeline: Path, tmp_path: Path):
@@ -93,7 +80,7 @@ def test_export_is_loadable_and_mergekit_yaml_rebuilds_it(tiny_pipeline: Path, t
     mergekit_yaml = Path(sys.executable).parent / "mergekit-yaml"
     subprocess.run([str(mergekit_yaml), str(out / "mergekit_config.yml"), str(rebuilt), "--random-seed", "3"],
                    check=True, capture_output=True)
-    assert _max_diff(_tensors(out), _tensors(rebuilt)) <= 1e-6
+    assert max_diff(model_tensors(out), model_tensors(rebuilt)) <= 1e-6
     # and an export refuses to overwrite
     again = evomerge("export", str(run_dir), "g1-c0", str(out))
     assert again.returncode == 2 and "not empty" in again.stderr

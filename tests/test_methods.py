@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import evomerge
+from conftest import evomerge, max_diff, model_tensors
 from evomerge.config import CrossoverSpec
 from evomerge.crossover.genome import Genome
 
@@ -23,15 +23,6 @@ SEARCH = {  # each method of mergekit's that evomerge registers without a fast k
     "multislerp": "weight",
     "sce": "select_topk",
 }
-
-
-def _tensors(path: Path) -> dict:
-    from safetensors.torch import load_file
-
-    out = {}
-    for f in sorted(path.glob("*.safetensors")):
-        out.update(load_file(f))
-    return out
 
 
 DEFAULT_RUN = ("della", "nuslerp")  # one sparsifying task-vector method, one without a base; the others are `slow`
@@ -57,9 +48,7 @@ def test_a_generation_with_the_method_exports_what_mergekit_yaml_rebuilds(tiny_p
     assert AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == 4
     subprocess.run([str(Path(sys.executable).parent / "mergekit-yaml"), str(out / "mergekit_config.yml"), str(rebuilt),
                     "--random-seed", "3"], check=True, capture_output=True)
-    ours, theirs = _tensors(out), _tensors(rebuilt)
-    assert ours.keys() == theirs.keys()
-    assert max(float((ours[k] - theirs[k]).abs().max()) for k in ours) <= 1e-6
+    assert max_diff(model_tensors(out), model_tensors(rebuilt)) <= 1e-6
 
 
 def test_della_keeps_density_plus_or_minus_epsilon_inside_the_unit_interval(tiny_models: Path):

@@ -27,8 +27,6 @@ class Della(TaskVectorMethod):
 
     @classmethod
     def feasible(cls, params: dict) -> dict:
-        for values in params.values():
-            if EPSILON in values:
-                values[EPSILON] = [round(min(e, min(d, 1 - d) - MARGIN), 6)
-                                   for e, d in zip(values[EPSILON], values[DENSITY])]
+        for values in params.values():  # check_search makes density and epsilon searched
+            values[EPSILON] = [round(min(e, min(d, 1 - d) - MARGIN), 6) for e, d in zip(values[EPSILON], values[DENSITY])]
         return params
