@@ -5,6 +5,7 @@
     python benchmarks/candidate.py --quick             # 10 documents, 1 round: a smoke test
     python benchmarks/candidate.py --method all --no-baseline   # every method's merge and the scorer vs their floors
     python benchmarks/candidate.py --shape 7b --device cuda --dtype bfloat16 --method all   # 7B-shaped, on a GPU
+    python benchmarks/candidate.py --method layer_path --dtype float32   # a layer path: building vs one forward
 
 Same process, same candidates, alternating rounds (a, b, a, b, ...), so that both paths see the same machine state:
 
@@ -18,6 +19,11 @@ The parents are two "children" of the base: the base plus Gaussian noise of 1% o
 (every tensor changes, as in a full fine-tune, so TIES has every task vector to sparsify). Then the merge alone
 is set against the bandwidth floor (base + parents + output bytes / measured copy bandwidth) and the fitness alone
 against its FLOP floor (the matmul FLOPs of the tokens that must be run / measured matmul throughput).
+
+`--method layer_path` times a data-flow-space candidate instead: (b) `PathModel.build` points a shell model at the
+resident parents' layers in path order (no weights copied) and the scorer runs it, against (a) mergekit's
+passthrough merge written to disk (what `mergekit-yaml` does), the model loaded from it, and the same scorer. Its
+floor is the candidate's own forward pass (the scoring), which building must not add to.
 """
 from __future__ import annotations
 
@@ -223,9 +229,78 @@ def _bench_method(method: str, args, paths: dict, model, tok, scorer, task_cfg, 
     return out
 
 
+def _bench_path(args, paths: dict, tok, scorer, root: Path) -> None:
+    """A layer path per candidate: (b) build (no copy) + score, against (a) mergekit to disk + load + score."""
+    from transformers import AutoConfig
+
+    from evomerge.config import CrossoverOperator, PathSpec
+    from evomerge.crossover.genome import Genome
+    from evomerge.crossover.layer_path import LayerPath, PathModel
+    from evomerge.crossover.merge import merge_to_disk
+    from evomerge.models import load_model
+
+    parents = ("child-a", "child-b")
+    depth = AutoConfig.from_pretrained(paths["base"]).num_hidden_layers
+    genome = Genome(CrossoverOperator(method="layer_path", path=PathSpec(max_layers=2 * depth)), parents, depth,
+                    depths=(depth, depth))
+    gen = torch.Generator().manual_seed(0)  # candidates as CMA-ES proposes them around its start (sigma 0.2)
+    xs = [[v + 0.2 * float(torch.randn(1, generator=gen)) for v in genome.x0()] for _ in range(args.rounds)]
+    t0 = time.perf_counter()
+    resident = PathModel(genome, {p: paths[p] for p in parents},
+                         lambda path: load_model(path, dtype=args.dtype, device=args.device))
+    setup = time.perf_counter() - t0
+    scorer.evaluate(resident.build(genome.params(genome.x0())), tok, "select")  # builds the tasks once
+    rows = []
+    for r, x in enumerate(xs):
+        params = genome.params(x)
+        LayerPath.check(genome, params)
+        _sync(args.device)
+        t = time.perf_counter()
+        model = resident.build(params)
+        _sync(args.device)
+        built = time.perf_counter() - t
+        acc_b = scorer.evaluate(model, tok, "select").results[args.task]["acc"]
+        _sync(args.device)
+        forward = time.perf_counter() - t - built
+        row = {"layers": len(params["path"]), "label": LayerPath.describe(params), "build": built,
+               "forward": forward, "acc_b": acc_b}
+        if args.baseline:
+            config = genome.merge_config(params, paths=paths, base_path=None, dtype=args.dtype)
+            out = root / "merged"
+            t = time.perf_counter()
+            merge_to_disk(config, out, seed=0, device=args.device)
+            m = time.perf_counter()
+            loaded = load_model(out, dtype=args.dtype, device=args.device)
+            loaded_at = time.perf_counter()
+            row["acc_a"] = scorer.evaluate(loaded, tok, "select").results[args.task]["acc"]
+            scorer.release(loaded)
+            row.update(a_merge=m - t, a_load=loaded_at - m, a=time.perf_counter() - t)
+            shutil.rmtree(out)
+            del loaded
+        rows.append(row)
+        print(f"layer_path round {r + 1}: {row['layers']} layers, build {built * 1e3:.2f} ms, forward {forward:.2f} s"
+              + (f"; mergekit {row['a_merge']:.2f} s + load {row['a_load']:.2f} s" if args.baseline else ""),
+              file=sys.stderr)
+    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else \
+        f"cpu ({torch.get_num_threads()} threads)"
+    print(f"\nlayer_path, {args.shape} {args.dtype} on {device}: two {depth}-layer children of the base; {args.task} "
+          f"select, {args.docs} documents; the parents held once per crossover (loaded in {setup:.1f} s)\n")
+    print("| candidate | layers | (b) build ms | forward s | build / forward | (b) total s | (a) mergekit s | "
+          "(a) load s | (a) total s | (a)/(b) | acc (a) = (b) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for i, r in enumerate(rows, 1):
+        b = r["build"] + r["forward"]
+        a = (f"{r['a_merge']:.2f} | {r['a_load']:.2f} | {r['a']:.2f} | {r['a'] / b:.1f}x | "
+             f"{'yes' if r['acc_a'] == r['acc_b'] else 'NO'} ({r['acc_b']:.3f})") if args.baseline else "- | - | - | - | -"
+        print(f"| {i}: `{r['label']}` | {r['layers']} | {r['build'] * 1e3:.2f} | {r['forward']:.2f} | "
+              f"{r['build'] / r['forward']:.1e} | {b:.2f} | {a} |")
+    print(json.dumps({"layer_path": rows, "setup": setup}))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--method", default="ties", choices=[*METHODS, "all"], help="a merge method, or all five")
+    ap.add_argument("--method", default="ties", choices=[*METHODS, "all", "layer_path"],
+                    help="a merge method, all five, or layer_path (a data-flow-space candidate)")
     ap.add_argument("--task", default="evomerge_arith", help="a 4-choice task shipped with evomerge")
     ap.add_argument("--docs", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=3)
@@ -268,6 +343,9 @@ def main() -> None:
         model = load_model(paths["base"], dtype=args.dtype, device=args.device)  # the resident evaluation model
         tok = load_tokenizer(paths["base"])
         load_time = time.perf_counter() - t0
+        if args.method == "layer_path":
+            del model
+            return _bench_path(args, paths, tok, scorer, root)
 
         results = [_bench_method(m, args, paths, model, tok, scorer, task_cfg, manager, root, dtype)
                    for m in (METHODS if args.method == "all" else [args.method])]

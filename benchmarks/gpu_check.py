@@ -357,9 +357,9 @@ def _models(args, which: str, dtype: str, emit) -> dict[str, str]:
 def _genome(method: str, parents: list[str], num_layers: int):
     from evomerge.config import CrossoverSpec
     from evomerge.crossover.genome import Genome
-    from evomerge.registry import MERGE_METHODS
+    from evomerge.registry import CROSSOVERS
 
-    cls = MERGE_METHODS.get(method)
+    cls = CROSSOVERS.get(method)
     search = cls.parameters if method != "slerp" else ("weight",)
     return Genome(CrossoverSpec(method=method, search=search), tuple(parents), num_layers=num_layers)
 
@@ -638,7 +638,60 @@ def step_merge(args, emit) -> None:
              memory=f"peak {_gib(peak)}, plan {plan:.2f} GiB",
              note=("fits" if fits else "does NOT fit") + f" 80 GB; parents read in {setup:.0f} s")
         last = time.time() - t0
+    if args.deadline and time.time() + 2 * last > args.deadline:
+        emit("layer_path, 2 parents", "skipped", note="the budget would run out before it ends (rerun with --steps "
+                                                      "merge)")
+    else:
+        del model
+        _path_cell(args, paths, cfg, tok, scorer, device, emit)
     shutil.rmtree(Path(paths["base"]).parent, ignore_errors=True)  # 41 GB at 7B: room for the other steps
+
+
+def _path_cell(args, paths: dict, cfg, tok, scorer, device: str, emit) -> None:
+    """A layer path over two parents: building a candidate (pointing a shell at the resident parents' layers, no
+    copy) against its own forward pass (the scoring), and the memory of the parents held for the crossover."""
+    import torch
+
+    from candidate import _sync
+    from evomerge.config import CrossoverOperator, PathSpec
+    from evomerge.crossover.genome import Genome
+    from evomerge.crossover.layer_path import LayerPath, PathModel
+    from evomerge.models import load_model
+
+    depth = cfg.num_hidden_layers
+    genome = Genome(CrossoverOperator(method="layer_path", path=PathSpec(max_layers=2 * depth)), ("p0", "p1"),
+                    depth, depths=(depth, depth))
+    gen = torch.Generator().manual_seed(0)
+    xs = [[v + 0.2 * float(torch.randn(1, generator=gen)) for v in genome.x0()] for _ in range(4)]
+    _reset_peak(device)
+    try:
+        s = time.perf_counter()
+        resident = PathModel(genome, {n: paths[n] for n in ("p0", "p1")},
+                             lambda path: load_model(path, dtype=args.dtype, device=device))
+        setup = time.perf_counter() - s
+        scorer.evaluate(resident.build(genome.params(xs[0])), tok, "select")  # warm
+        builds, forwards, layers = [], [], []
+        for x in xs[1:]:
+            params = genome.params(x)
+            LayerPath.check(genome, params)
+            _sync(device)
+            s = time.perf_counter()
+            model = resident.build(params)
+            _sync(device)
+            m = time.perf_counter()
+            scorer.evaluate(model, tok, "select")
+            _sync(device)
+            builds.append(m - s)
+            forwards.append(time.perf_counter() - m)
+            layers.append(len(params["path"]))
+    except torch.OutOfMemoryError as e:
+        emit("layer_path, 2 parents", "MISS", result="out of memory", note=str(e).splitlines()[0][:200])
+        return
+    peak = _peak_gib(device)
+    build, forward = statistics.median(builds), statistics.median(forwards)
+    emit("layer_path, 2 parents", "ok", result=f"build {build * 1e3:.2f} ms",
+         reference=f"its forward {forward:.3f} s", ratio=f"{build / forward:.1e}x",
+         memory=f"peak {_gib(peak)}", note=f"paths of {min(layers)}-{max(layers)} layers; parents read in {setup:.0f} s")
 
 
 # ------------------------------------------------------------------ ray

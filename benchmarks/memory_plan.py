@@ -47,10 +47,10 @@ def resident_bytes_per_weight(method: str, parents: int, dtype: str, root: Path)
     from evomerge.config import CrossoverSpec
     from evomerge.crossover.fast import ResidentMerge
     from evomerge.crossover.genome import Genome
-    from evomerge.registry import MERGE_METHODS
+    from evomerge.registry import CROSSOVERS
 
     names = [f"p{i}" for i in range(parents)]
-    cls = MERGE_METHODS.get(method)
+    cls = CROSSOVERS.get(method)
     genome = Genome(CrossoverSpec(method=method, search=cls.parameters if method != "slerp" else ("weight",)),
                     tuple(names), num_layers=2)
     params = genome.params([0.5] * genome.dim())

@@ -17,7 +17,7 @@ from evomerge.errors import EvomergeError
 from evomerge.executor.base import ParentSource
 from evomerge.models import resolve_model, save_model_dir
 from evomerge.records import MemberRecord, MemberState
-from evomerge.registry import MERGE_METHODS, MUTATION_OPERATORS
+from evomerge.registry import CROSSOVERS, MUTATION_OPERATORS
 from evomerge.store.base import Store
 
 LOCK = ".evomerge.lock"
@@ -37,6 +37,7 @@ class Artifacts:
         self.rebuilt: list[Path] = []            # directories rebuilt for members outside the population
         self._lock: Optional[int] = None
         self._rebuilding = threading.RLock()     # children bred at once may need the same rebuild
+        self._depths: dict[int, int] = {}        # member id -> decoder layers
 
     # ------------------------------------------------------------ paths
 
@@ -88,7 +89,7 @@ class Artifacts:
 
     def source(self, record: MemberRecord) -> ParentSource:
         """Where a mutation finds `record`: an intermediate merge is built in memory, anything else is a directory."""
-        if record.state is MemberState.INTERMEDIATE and record.operator in MERGE_METHODS and record.weights is None:
+        if record.state is MemberState.INTERMEDIATE and record.operator in CROSSOVERS and record.weights is None:
             return ParentSource(merge=self.merge_config(record), merge_seed=record.params["seed"])
         return ParentSource(model_dir=self.materialise(record))
 
@@ -100,26 +101,36 @@ class Artifacts:
         return self.materialise(self.store.member(self.loaded.population.base_model))
 
     def num_layers(self) -> int:
-        from transformers import AutoConfig
+        """The base's decoder layers."""
+        return self.depth(self.loaded.population.base_model)
 
-        return AutoConfig.from_pretrained(self.base_path()).num_hidden_layers
+    def depth(self, member: int | str) -> int:
+        """A member's decoder layers, by id or name (a layer path's child may have any number)."""
+        record = self.store.member(member)
+        if record.id not in self._depths:
+            from transformers import AutoConfig
 
-    def genome(self, parents: tuple[int, ...] | list[int]):
+            self._depths[record.id] = AutoConfig.from_pretrained(self.materialise(record)).num_hidden_layers
+        return self._depths[record.id]
+
+    def genome(self, parents: tuple[int, ...] | list[int], method: str):
+        """The genome of a crossover of `parents` by the pipeline's crossover operator `method`."""
         from evomerge.crossover.genome import Genome
 
-        return Genome(self.cfg.crossover, tuple(self.store.member(p).name for p in parents), self.num_layers())
+        return Genome(self.cfg.crossover.operator(method), tuple(self.store.member(p).name for p in parents),
+                      self.num_layers(), depths=tuple(self.depth(p) for p in parents))
 
     def merge_config(self, record: MemberRecord):
         """A merged member's mergekit configuration, with its parents at their current paths (rebuilt if needed):
         valid after the run directory moved or a parent's weights were deleted."""
-        return self.genome(record.parents).merge_config(record.params["merge"], paths=self.paths(record.parents),
-                                                        base_path=self.base_path(), dtype=self.cfg.dtype)
+        return self.genome(record.parents, record.operator).merge_config(
+            record.params["merge"], paths=self.paths(record.parents), base_path=self.base_path(), dtype=self.cfg.dtype)
 
     # ------------------------------------------------------------ rebuilding
 
     def build(self, record: MemberRecord, out: Path) -> None:
         """Write a merged or mutated member's model directory to `out` from its recipe."""
-        if record.operator in MERGE_METHODS:
+        if record.operator in CROSSOVERS:
             from evomerge.crossover.merge import merge_to_disk
             from evomerge.devices import resolve
 
@@ -133,7 +144,7 @@ class Artifacts:
         else:
             raise EvomergeError(
                 f"member {record.name} was made by {record.operator!r}, which is not registered in this process "
-                f"(merge methods: {', '.join(MERGE_METHODS.names())}; mutation operators: "
+                f"(merge methods: {', '.join(CROSSOVERS.names())}; mutation operators: "
                 f"{', '.join(MUTATION_OPERATORS.names())}). Fix: list the module that registers it under the "
                 "pipeline's `plugins`")
 

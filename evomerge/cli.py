@@ -318,13 +318,13 @@ def _export(args) -> int:
     _quiet_libraries()
     from evomerge.evolution import Run
     from evomerge.export import export
-    from evomerge.registry import MERGE_METHODS
+    from evomerge.registry import CROSSOVERS
 
     export(Run.resume(args.run_dir), member, args.out_dir, keep_rebuilt=args.keep_rebuilt)
     print(f"exported {member.name} to {args.out_dir}: an HF model directory, and evomerge_recipe.json with what "
           "rebuilds it")
     print(f"rebuild it without the run directory: evomerge rebuild {args.out_dir} OUT_DIR")
-    if member.operator in MERGE_METHODS:
+    if member.operator in CROSSOVERS:
         print(f"or with mergekit, while its parents are where they are: mergekit-yaml "
               f"{args.out_dir / 'mergekit_config.yml'} OUT_DIR --random-seed {member.params.get('seed', 0)}")
     return 0

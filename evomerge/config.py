@@ -27,8 +27,8 @@ from pydantic import (
     model_validator,
 )
 
-from evomerge.errors import ConfigError
-from evomerge.registry import EXECUTORS, MERGE_METHODS, MUTATION_OPERATORS, PARENT_SELECTORS, SURVIVOR_SELECTORS, Registry
+from evomerge.errors import ConfigError, EvomergeError
+from evomerge.registry import EXECUTORS, CROSSOVERS, MUTATION_OPERATORS, PARENT_SELECTORS, SURVIVOR_SELECTORS, Registry
 
 BUILTIN_MODELS = ("smollm2-135m-instruct",)
 
@@ -169,28 +169,82 @@ class RacingSpec(Frozen):
         return schedule
 
 
-class CrossoverSpec(Frozen):
-    method: str = Field(description="a registered merge method (evomerge.registry.MERGE_METHODS)")
+class PathSpec(Frozen):
+    """A layer path's settings (evomerge/crossover/layer_path.py): the path a token takes through the parents' layers,
+    searched as one on/off indicator per slot of `repeats` passes over every parent's layers."""
+
+    repeats: int = Field(1, ge=1, le=4, description="passes over the parents' layers: above 1 a layer may appear again")
+    max_layers: Optional[int] = Field(None, ge=1, description="the longest path allowed (longer ones score worst); "
+                                                              "omit: no bound but the slots")
+    scales: Literal["pair", "slot", "none"] = Field(
+        "pair", description="where the path crosses from one parent to another, the next layer's o_proj and down_proj "
+                            "are scaled: pair, one scale per ordered pair of parents; slot, one per slot; none")
+    embed_from: int = Field(0, ge=0, description="whose embedding, final norm and head the child keeps: a parent's "
+                                                 "index in selection order (0: the first parent)")
+
+
+class CrossoverOperator(Frozen):
+    """One crossover kind with its settings: a merge method (`search`, `layer_group`) or layer_path (`path`)."""
+
+    method: str = Field(description="a registered crossover kind (evomerge.registry.CROSSOVERS): a merge method or "
+                                    "layer_path")
+    weight: float = Field(1.0, gt=0, description="its share of the children, among `crossover.operators`", **_Finite)
     search: tuple[str, ...] = ("weight",)
     layer_group: Optional[int] = Field(
         None, ge=1, description="one parameter set per group of N layers; omit for one set per parent"
     )
+    path: Optional[PathSpec] = Field(None, description="layer_path's settings; omit for its defaults")
+
+    @field_validator("method")
+    @classmethod
+    def _known(cls, method: Optional[str]) -> Optional[str]:
+        if method is not None:
+            CROSSOVERS.get(method)
+        return method
+
+    @model_validator(mode="after")
+    def _method_params(self) -> "CrossoverOperator":
+        if len(set(self.search)) != len(self.search):
+            raise ValueError("a parameter is listed twice in `search`")
+        if self.method is not None:
+            CROSSOVERS.get(self.method).check_spec(self)
+        return self
+
+
+class CrossoverSpec(CrossoverOperator):
+    """The crossover: one operator (`method` and its settings), or several (`operators`), one drawn per child by
+    weight; CMA-ES and racing settings are shared."""
+
+    method: Optional[str] = Field(None, description="a registered crossover kind (evomerge.registry.CROSSOVERS); or "
+                                                    "give `operators`")
+    operators: tuple[CrossoverOperator, ...] = Field((), description="crossover kinds, one drawn per child by weight")
     cma: CmaSpec = CmaSpec()
     racing: Optional[RacingSpec] = Field(None, description="race candidates on growing document shares; omit: "
                                                            "every candidate is scored on every select document")
 
-    @field_validator("method")
-    @classmethod
-    def _known(cls, method: str) -> str:
-        MERGE_METHODS.get(method)
-        return method
-
     @model_validator(mode="after")
-    def _method_params(self) -> "CrossoverSpec":
-        if len(set(self.search)) != len(self.search):
-            raise ValueError("a parameter is listed twice in `search`")
-        MERGE_METHODS.get(self.method).check_search(self.search)
+    def _one_or_many(self) -> "CrossoverSpec":
+        if (self.method is None) == (not self.operators):
+            raise ValueError("give `method` (one crossover kind) or `operators` (several, drawn by weight), not both")
+        if self.operators and (self.search != ("weight",) or self.layer_group is not None or self.path is not None
+                               or self.weight != 1):  # (a stored configuration holds these defaults)
+            raise ValueError("with `operators`, give search, layer_group, path and weight in each operator")
+        methods = [op.method for op in self.operators]
+        if len(set(methods)) != len(methods):
+            raise ValueError("a crossover kind is listed twice in `operators`")
         return self
+
+    def choices(self) -> tuple[CrossoverOperator, ...]:
+        """The operators a child's crossover is drawn from."""
+        return self.operators or (self,)
+
+    def operator(self, method: str) -> CrossoverOperator:
+        """The settings of the operator `method` (a member's operator)."""
+        for op in self.choices():
+            if op.method == method:
+                return op
+        raise EvomergeError(f"this pipeline's crossover has no operator {method!r} (it has: "
+                            f"{', '.join(op.method for op in self.choices())})")
 
 
 class SplitSpec(Frozen):
@@ -317,8 +371,11 @@ class PipelineConfig(Frozen):
             raise ValueError("give `crossover`, `mutation` or both: children need an operator")
         if self.crossover is None and self.mutation.rate != 1:
             raise ValueError("without crossover every child is a mutant of one parent: set mutation.rate: 1")
-        if self.crossover is not None:
-            MERGE_METHODS.get(self.crossover.method).check_parents(self.parents_per_child)
+        for op in self.crossover.choices() if self.crossover is not None else ():
+            CROSSOVERS.get(op.method).check_parents(self.parents_per_child)
+            if op.path is not None and op.path.embed_from >= self.parents_per_child:
+                raise ValueError(f"crossover path.embed_from {op.path.embed_from} is not a parent: give 0 to "
+                                 f"{self.parents_per_child - 1} (parents_per_child is {self.parents_per_child})")
         if self.crossover is not None and self.crossover.racing is not None:
             from evomerge.crossover.racing import PROPORTIONS, proportion_tasks
 
@@ -371,7 +428,7 @@ def _settings_names() -> set[str]:
     names: set[str] = set()
     seen: set[type] = set()
     todo: list[Any] = [PipelineConfig, PopulationConfig]
-    for registry in (MERGE_METHODS, MUTATION_OPERATORS, PARENT_SELECTORS, SURVIVOR_SELECTORS, EXECUTORS):
+    for registry in (CROSSOVERS, MUTATION_OPERATORS, PARENT_SELECTORS, SURVIVOR_SELECTORS, EXECUTORS):
         todo += [getattr(registry.get(n), "Settings", None) for n in registry.names()]
     while todo:
         t = todo.pop()

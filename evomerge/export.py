@@ -33,7 +33,7 @@ def export(run, member, out: Path, *, keep_rebuilt: bool = False) -> Path:
     """Write `member` of `run` (an evolution.Run) to `out`, atomically; rebuilt ancestors go unless kept."""
     from evomerge.lineage import ancestors
     from evomerge.models import readable
-    from evomerge.registry import MERGE_METHODS
+    from evomerge.registry import CROSSOVERS
 
     store, artifacts = run.store, run.artifacts
     base = store.member(run.loaded.population.base_model)
@@ -48,7 +48,7 @@ def export(run, member, out: Path, *, keep_rebuilt: bool = False) -> Path:
                 target = tmp / "recipe" / f.relative_to(run.dir)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(f, target)
-        if member.operator in MERGE_METHODS:  # parents where they are now: absolute paths, any working directory
+        if member.operator in CROSSOVERS:  # parents where they are now: absolute paths, any working directory
             (tmp / "mergekit_config.yml").write_text(
                 "# mergekit-yaml mergekit_config.yml OUT --random-seed "
                 f"{member.params.get('seed', 0)}   (parents at their paths at export time)\n"

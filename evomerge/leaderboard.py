@@ -33,6 +33,7 @@ class Row:
                                         # a seed, unscored, or no per-document outcomes to pair)
     shared: Optional[float] = None     # M2N2's shared fitness among the alive members (selection/shared.py), where
                                        # the run's selectors use it
+    path: Optional[str] = None         # a layer-path child's path, compactly (a[0-5] b[4-11]×0.9)
 
 
 def rows(store: Store, pipeline: PipelineConfig, *, split: str = "select", pareto: bool = False,
@@ -71,8 +72,18 @@ def rows(store: Store, pipeline: PipelineConfig, *, split: str = "select", paret
         shared = shared_fitness(alive, {m.id: s for m, s in out}) or {}
     return [Row(rank=i + 1, member=m.name, generation=m.generation, operator=m.operator, state=m.state.value,
                 score=s.weighted, tasks=s.tasks, docs=s.docs, front=fronts.get(m.id), se=s.weighted_se,
-                tasks_se=s.se, beats_seeds=beats(m, s), shared=shared.get(m.id))
+                tasks_se=s.se, beats_seeds=beats(m, s), shared=shared.get(m.id), path=_path(m))
             for i, (m, s) in enumerate(out)]
+
+
+def _path(member) -> Optional[str]:
+    """A layer-path child's path as its crossover kind labels it; None for every other member."""
+    from evomerge.lineage import operator_class
+
+    kind, merge = operator_class(member.operator), member.params.get("merge", {}) if member.params else {}
+    if kind is None or getattr(kind, "drawn_path", lambda _: None)(merge) is None:
+        return None
+    return kind.describe(merge)
 
 
 def beats_every_seed(table: list[Row]) -> tuple[set[str], bool]:
@@ -88,27 +99,30 @@ def _columns(table: list[Row], split: str, task_names: list[str]) -> tuple[list[
     """The header and the cells of every row (the front column only where fronts were computed)."""
     pareto = any(r.front is not None for r in table)
     shared = any(r.shared is not None for r in table)
+    paths = any(r.path is not None for r in table)
     header = ["rank", "member", "gen", "operator", "state", *(["front"] if pareto else []), f"{split} (weighted)",
-              *(["shared"] if shared else []), *task_names]
+              *(["shared"] if shared else []), *task_names, *(["path"] if paths else [])]
     lines = [[str(r.rank), r.member, str(r.generation), r.operator, r.state,
               *([str(r.front) if r.front is not None else "-"] if pareto else []), fmt_pm(r.score, r.se),
               *([fmt_pm(r.shared, None)] if shared else []),
-              *[fmt_pm(r.tasks[t], r.tasks_se.get(t)) for t in task_names]] for r in table]
+              *[fmt_pm(r.tasks[t], r.tasks_se.get(t)) for t in task_names],
+              *([r.path or ""] if paths else [])] for r in table]
     return header, lines
 
 
 def _csv_columns(table: list[Row], split: str, task_names: list[str]) -> tuple[list[str], list[list]]:
-    """CSV's columns: numbers only, each score followed by its standard error."""
+    """CSV's columns: numbers only, each score followed by its standard error (and a layer path's path)."""
     pareto = any(r.front is not None for r in table)
     shared = any(r.shared is not None for r in table)
+    paths = any(r.path is not None for r in table)
     header = ["rank", "member", "gen", "operator", "state", *(["front"] if pareto else []), f"{split} (weighted)",
               "se", *(["shared"] if shared else []), *[c for t in task_names for c in (t, f"{t} se")],
-              "beats every seed"]
+              "beats every seed", *(["path"] if paths else [])]
     blank = lambda v: "" if v is None else v  # noqa: E731
     lines = [[r.rank, r.member, r.generation, r.operator, r.state, *([blank(r.front)] if pareto else []),
               blank(r.score), blank(r.se), *([blank(r.shared)] if shared else []),
               *[blank(v) for t in task_names for v in (r.tasks[t], r.tasks_se.get(t))],
-              blank(r.beats_seeds)] for r in table]
+              blank(r.beats_seeds), *([blank(r.path)] if paths else [])] for r in table]
     return header, lines
 
 

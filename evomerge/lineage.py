@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from evomerge.records import MemberRecord
-from evomerge.registry import MERGE_METHODS, MUTATION_OPERATORS
+from evomerge.registry import CROSSOVERS, MUTATION_OPERATORS
 from evomerge.store.base import Store
 
 SEED_COLOR = "#555555"
@@ -18,7 +18,7 @@ UNKNOWN_COLOR = "#444444"  # an operator whose class is not registered in this p
 def operator_class(operator: str):
     """The class registered for a member's operator: a merge method or a mutation operator (None for seeds and
     for operators not registered in this process)."""
-    for registry in (MERGE_METHODS, MUTATION_OPERATORS):
+    for registry in (CROSSOVERS, MUTATION_OPERATORS):
         if operator in registry:
             return registry.get(operator)
     return None
@@ -27,7 +27,7 @@ def operator_class(operator: str):
 def operator_colors() -> dict[str, str]:
     """Okabe-Ito colours (readable with every common colour-vision deficiency), one per operator, shared by the
     DOT output, the HTML report and the plots so that an operator looks the same everywhere."""
-    return {"seed": SEED_COLOR, **{n: operator_class(n).color for n in [*MERGE_METHODS.names(),
+    return {"seed": SEED_COLOR, **{n: operator_class(n).color for n in [*CROSSOVERS.names(),
                                                                          *MUTATION_OPERATORS.names()]}}
 
 
@@ -38,15 +38,15 @@ def operator_color(operator: str) -> str:
 
 def operator_kind(operator: str) -> str:
     """seed, crossover (every merge method), or the mutation operator's own name."""
-    if operator in MERGE_METHODS:
+    if operator in CROSSOVERS:
         return "crossover"
     return operator
 
 
 def edge_label(child: MemberRecord, parent: MemberRecord) -> str:
     """How `child` was made from `parent`: operator and the parameters that concern this parent."""
-    if child.operator in MERGE_METHODS:
-        return MERGE_METHODS.get(child.operator).edge_label(child.params, parent.name)
+    if child.operator in CROSSOVERS:
+        return CROSSOVERS.get(child.operator).edge_label(child.params, parent.name)
     if child.operator in MUTATION_OPERATORS:
         return MUTATION_OPERATORS.get(child.operator).edge_label(child.params)
     return child.operator

@@ -2,8 +2,8 @@
 `register_model`). A built-in is one line below, a lazy "module:Class" target, so that reading a config never imports
 torch; a plugin registers its class with `register`:
 
-    from evomerge.registry import MERGE_METHODS
-    MERGE_METHODS.register("della", Della)           # or @MERGE_METHODS.register("della") on the class
+    from evomerge.registry import CROSSOVERS
+    CROSSOVERS.register("della", Della)           # or @CROSSOVERS.register("della") on the class
 
 An unknown name is an error that lists the registered ones; no name stands for a default kind.
 """
@@ -51,7 +51,7 @@ class Registry(Generic[T]):
         return name in self._targets
 
 
-MERGE_METHODS: Registry = Registry("merge method", {
+CROSSOVERS: Registry = Registry("crossover kind", {  # merge methods (parameter space) and layer_path (data flow)
     "linear": "evomerge.crossover.methods.linear:Linear",
     "ties": "evomerge.crossover.methods.ties:Ties",
     "dare_ties": "evomerge.crossover.methods.dare_ties:DareTies",
@@ -65,6 +65,10 @@ MERGE_METHODS: Registry = Registry("merge method", {
     "nuslerp": "evomerge.crossover.methods.nuslerp:NuSlerp",
     "multislerp": "evomerge.crossover.methods.multislerp:MultiSlerp",
     "sce": "evomerge.crossover.methods.sce:Sce",
+    "model_stock": "evomerge.crossover.methods.model_stock:ModelStock",
+    "karcher": "evomerge.crossover.methods.karcher:Karcher",
+    "arcee_fusion": "evomerge.crossover.methods.arcee_fusion:ArceeFusion",
+    "layer_path": "evomerge.crossover.layer_path:LayerPath",
 })
 MUTATION_OPERATORS: Registry = Registry("mutation operator", {
     "lora": "evomerge.mutation.lora:LoraMutation",

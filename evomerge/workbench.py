@@ -87,10 +87,26 @@ class Workbench:
             return load_model(source, dtype=self.cfg.dtype, device=self.device)
         if source.model_dir is not None:
             return self.load(source.model_dir)
-        from evomerge.crossover.merge import load_into, merge_in_memory
+        from evomerge.crossover.merge import merge_in_memory
 
-        model = self.load(source.merge.models[0].model.model.path)  # the architecture; every tensor is replaced
-        load_into(model, merge_in_memory(source.merge, seed=source.merge_seed, device=self.device))
+        return self.holding(merge_in_memory(source.merge, seed=source.merge_seed, device=self.device), like=source.merge)
+
+    def holding(self, tensors: dict, *, like):
+        """A model holding merged `tensors`: the architecture of the first model mergekit config `like` reads, with
+        as many decoder layers as the tensors have (a layer path's child may have any number)."""
+        from evomerge.crossover.merge import first_model, layers_in, load_into
+
+        path = first_model(like)
+        model = self.load(path)  # the architecture; every tensor is replaced
+        depth = layers_in(tensors)
+        if depth != model.config.num_hidden_layers:
+            import torch
+            from transformers import AutoModelForCausalLM
+
+            config = model.config
+            config.num_hidden_layers = depth
+            model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, self.cfg.dtype)).to(self.device)
+        load_into(model, tensors)
         return model
 
     def examples(self, task: Optional[str], data: Optional[str], root: Path) -> list[tuple[str, str]]:
@@ -113,38 +129,50 @@ class Workbench:
     # ------------------------------------------------------------ candidates
 
     def evaluate(self, job: CrossoverJob, candidate: Candidate):
-        """Merge one candidate into the resident evaluation model and score it on the select split."""
-        model = self._resident_model(job)
-        if self.cfg.engine == "fast" and job.genome.method.fast:
-            self._merger(job, candidate).write(candidate.params, model)
-        else:  # the reference engine, or a method without a fast kernel: mergekit merges every candidate
-            from evomerge.crossover.merge import load_into, merge_in_memory
+        """Build one candidate (its crossover kind says how: a merge written into the resident evaluation model, a
+        path through the resident parents' layers) and score it on the select split."""
+        from evomerge.crossover.kind import InvalidCandidate
+        from evomerge.fitness.lm_eval import Scored
 
-            load_into(model, merge_in_memory(job.merge_config(candidate.params), seed=job.seed,
-                                             device=self.device))
+        try:
+            model = job.genome.method.candidate(self, job, candidate)
+        except InvalidCandidate as e:
+            return Scored(results={}, docs={}, lm="", failure=f"invalid candidate: {e}")
         return self._scored(model, "select", what="the merge", docs=candidate.docs)
 
-    def _merger(self, job: CrossoverJob, candidate: Candidate):
-        """The crossover's resident parents, read and precomputed on its first candidate here."""
+    def resident(self, job: CrossoverJob, make: Callable[[], Any]):
+        """What crossover `job` keeps in memory between its candidates (its resident parents), made by `make` on its
+        first candidate here; the least recently used crossover's go when more than `resident_merges` are held."""
         key = (job.generation, job.slot)
         if key not in self._mergers:
-            from evomerge.crossover.fast import ResidentMerge
-
             while len(self._mergers) >= self._keep:  # memory first: let the least recently used go
-                self._mergers.popitem(last=False)
-            self._mergers[key] = ResidentMerge(job.genome, job.merge_config(candidate.params), seed=job.seed,
-                                               device=self.device)
+                self._release(self._mergers.popitem(last=False)[1])
+            self._mergers[key] = make()
         self._mergers.move_to_end(key)
         return self._mergers[key]
 
+    def _release(self, held) -> None:
+        """Forget a resident crossover's models in the scorer (it keeps one lm-eval wrapper per model)."""
+        model = getattr(held, "model", None)
+        if model is not None and self._scorer is not None:
+            self._scorer.release(model)
+
+    def scratch(self, model):
+        """A model built for one candidate only (the reference engine's layer path): the previous one is forgotten."""
+        if getattr(self, "_scratch", None) is not None and self._scorer is not None:
+            self._scorer.release(self._scratch)
+        self._scratch = model
+        return model
+
     def end_crossover(self, key: Optional[tuple[int, int]] = None) -> None:
         """Let the resident parents of crossover `key` (generation, slot) go; of every crossover without a key."""
-        if key is None:
-            self._mergers.clear()
-        else:
-            self._mergers.pop(key, None)
+        for k in list(self._mergers) if key is None else [key]:
+            held = self._mergers.pop(k, None)
+            if held is not None:
+                self._release(held)
 
-    def _resident_model(self, job: CrossoverJob):
+    def resident_model(self, job: CrossoverJob):
+        """The evaluation model merges are written into (loaded once, with the architecture of `job.resident_from`)."""
         if self._resident is None:
             self._resident = self.load(job.resident_from)
         return self._resident

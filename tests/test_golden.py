@@ -88,7 +88,7 @@ def test_every_kind_of_member_exports_and_rebuilds_without_the_run_directory(gol
 
     from evomerge.cli import main
     from evomerge.records import MemberState
-    from evomerge.registry import MERGE_METHODS
+    from evomerge.registry import CROSSOVERS
     from evomerge.store import open_store
 
     run_dir = golden_runs[name]
@@ -119,7 +119,7 @@ def test_every_kind_of_member_exports_and_rebuilds_without_the_run_directory(gol
         assert all(torch.equal(ours[k], again[k]) for k in ours)
     else:
         assert max(float((ours[k] - again[k]).abs().max()) for k in ours) <= 1e-6
-    if record.operator in MERGE_METHODS:
+    if record.operator in CROSSOVERS:
         elsewhere = tmp_path / "elsewhere"
         elsewhere.mkdir()
         subprocess.run([str(Path(sys.executable).parent / "mergekit-yaml"), str(out / "mergekit_config.yml"),

@@ -37,7 +37,7 @@ def test_every_step_runs_on_the_cpu_and_the_table_is_well_formed(tmp_path: Path)
         assert r["status"] == "ok" or (r["status"] == "skipped" and r["note"]), r
     cases = {(r["step"], r["case"]) for r in rows}
     assert {("merge", f"{m}, {k} parents") for m in ("linear", "ties", "dare_ties", "task_arithmetic") for k in (2, 3)
-            } | {("merge", "slerp, 2 parents")} <= cases
+            } | {("merge", "slerp, 2 parents"), ("merge", "layer_path, 2 parents")} <= cases
     assert {("run", "kill -9 halfway, resume"), ("masks", "DARE-TIES masks: fast path vs mergekit, both on cpu")
             } <= cases
     assert any(r["step"] == "es" and "in the forward, 2 pair(s)" in r["case"] for r in rows)

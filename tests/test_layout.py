@@ -23,8 +23,8 @@ def test_reading_a_config_imports_no_torch():
     import subprocess
     import sys
 
-    code = ("import sys; from evomerge.config import PipelineConfig; from evomerge.registry import MERGE_METHODS, "
-            "MUTATION_OPERATORS; [MERGE_METHODS.get(n) for n in MERGE_METHODS.names()]; "
+    code = ("import sys; from evomerge.config import PipelineConfig; from evomerge.registry import CROSSOVERS, "
+            "MUTATION_OPERATORS; [CROSSOVERS.get(n) for n in CROSSOVERS.names()]; "
             "[MUTATION_OPERATORS.get(n) for n in MUTATION_OPERATORS.names()]; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -22,10 +22,14 @@ SEARCH = {  # each method of mergekit's that evomerge registers without a fast k
     "nuslerp": "weight",
     "multislerp": "weight",
     "sce": "select_topk",
+    "model_stock": "",     # nothing to search: one merge per crossover
+    "karcher": "",
+    "arcee_fusion": "",
 }
 
 
-DEFAULT_RUN = ("della", "nuslerp")  # one sparsifying task-vector method, one without a base; the others are `slow`
+DEFAULT_RUN = ("della", "nuslerp", "model_stock")  # a sparsifying task-vector method, one without a base, one with
+# nothing to search; the others are `slow`
 # (about 20 s each: CI stays under 30 minutes)
 
 

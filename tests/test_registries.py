@@ -87,7 +87,7 @@ def test_members_of_plugin_operators_export_and_rebuild(toy_run: Path, tmp_path:
 
 CASES = {
     "merge method": ("method: della_linear_narrow", "method: frankenmerge",
-                     ["crossover.method", "unknown merge method 'frankenmerge'", "della_linear_narrow", "ties",
+                     ["crossover.method", "unknown crossover kind 'frankenmerge'", "della_linear_narrow", "ties",
                       "plugins"]),
     "mutation operator": ("kind: gaussian_noise", "kind: dropout",
                           ["mutation.operators.0", "unknown mutation operator 'dropout'", "gaussian_noise", "lora"]),

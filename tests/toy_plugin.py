@@ -9,7 +9,7 @@ from pydantic import Field
 from evomerge.config import KindSettings, OperatorSettings
 from evomerge.crossover.methods.base import DENSITY, WEIGHT, TaskVectorMethod
 from evomerge.mutation.base import Mutant, MutationOperator
-from evomerge.registry import MERGE_METHODS, MUTATION_OPERATORS, SURVIVOR_SELECTORS
+from evomerge.registry import CROSSOVERS, MUTATION_OPERATORS, SURVIVOR_SELECTORS
 from evomerge.selection.base import SurvivorSelector
 
 
@@ -69,6 +69,6 @@ class Youngest(SurvivorSelector):
         return sorted(candidates, reverse=True)[:size]
 
 
-MERGE_METHODS.register("della_linear_narrow", DellaLinearNarrow)
+CROSSOVERS.register("della_linear_narrow", DellaLinearNarrow)
 MUTATION_OPERATORS.register("gaussian_noise", GaussianNoise)
 SURVIVOR_SELECTORS.register("youngest", Youngest)

@@ -9,7 +9,8 @@ Its random numbers come from a private generator seeded by (run seed, generation
 so a search does not depend on what else ran in the process, or in which order. Its state lives in the store as
 the told candidates: `replay` repeats their asks and tells in this process, which gives pycma's exact state (its
 archive of proposals is keyed by hashes that change between processes, so a pickled strategy resumed elsewhere
-would update differently), and nothing is ever unpickled.
+would update differently), and nothing is ever unpickled. A genome with nothing to search (model_stock, karcher)
+has one proposal, the empty vector, and no strategy.
 """
 from __future__ import annotations
 
@@ -46,29 +47,34 @@ class CmaSearch:
         lower, upper = genome.bounds()
         self.spec = spec
         self.iteration = 0  # tells done
-        self._strategy = cma.CMAEvolutionStrategy(genome.x0(), spec.sigma0, {
+        self._strategy = None if genome.dim() == 0 else cma.CMAEvolutionStrategy(genome.x0(), spec.sigma0, {
             "bounds": [lower, upper], "popsize": spec.popsize, "randn": _Randn(stream_seed(seed, generation, slot)),
             "verbose": -9, "verb_log": 0, "verb_disp": 0, "CMA_diagonal": False,
         })
         self._asked: Optional[list[list[float]]] = None
 
     @property
+    def popsize(self) -> int:
+        """Proposals per iteration (one where there is nothing to search)."""
+        return self.spec.popsize if self._strategy is not None else 1
+
+    @property
     def iterations(self) -> int:
         """Iterations in the whole search: the budget in whole iterations of popsize proposals."""
-        return max(1, self.spec.budget // self.spec.popsize)
+        return max(1, self.spec.budget // self.spec.popsize) if self._strategy is not None else 1
 
     @property
     def done(self) -> bool:
         return self.iteration >= self.iterations
 
     @property
-    def sigma(self) -> float:
-        return float(self._strategy.sigma)
+    def sigma(self) -> Optional[float]:
+        return float(self._strategy.sigma) if self._strategy is not None else None
 
     def ask(self) -> list[list[float]]:
         """The proposals of the next iteration (asking again before a tell returns the same ones)."""
         if self._asked is None:
-            self._asked = [list(map(float, x)) for x in self._strategy.ask()]
+            self._asked = [list(map(float, x)) for x in self._strategy.ask()] if self._strategy is not None else [[]]
         return [list(x) for x in self._asked]
 
     def tell(self, xs: list[list[float]], scores: list[Optional[float]]) -> None:
@@ -77,7 +83,8 @@ class CmaSearch:
         if self._asked is None or [list(map(float, x)) for x in xs] != self._asked:
             raise ValueError("tell() takes the proposals of the last ask(), in order")
         told = [math.inf if s is None or not math.isfinite(s) else -float(s) for s in scores]
-        self._strategy.tell([np.asarray(x) for x in self._asked], told)
+        if self._strategy is not None:
+            self._strategy.tell([np.asarray(x) for x in self._asked], told)
         self._asked = None
         self.iteration += 1
 

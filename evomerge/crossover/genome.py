@@ -1,6 +1,8 @@
 """The genome of a crossover: a vector that CMA-ES searches <-> a mergekit `MergeConfiguration`.
 
-One parameter set (weight, and density for ties / dare_ties) per parent, or per parent and per group of N layers
+Its crossover kind (evomerge/crossover/kind.py) owns the search space and the recipe; the genome holds what they
+are about: the operator's settings, the parents and their depths. For a merge method (parameter space): one
+parameter set (weight, and density for ties / dare_ties) per parent, or per parent and per group of N layers
 (`layer_group`); tensors outside the decoder layers (embeddings, final norm, head) get a group of their own.
 Per-group values are written as mergekit conditional parameters (`filter: model.layers.7.`), so the recipe that
 mergekit-yaml reads gives exactly the merge that was scored. The merge method (evomerge/crossover/methods/) says
@@ -14,22 +16,23 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Optional
 
-from evomerge.config import CrossoverSpec
-from evomerge.registry import MERGE_METHODS
+from evomerge.config import CrossoverOperator
+from evomerge.registry import CROSSOVERS
 
 _LAYER = re.compile(r"model\.layers\.(\d+)\.")
 
 
 @dataclass(frozen=True)
 class Genome:
-    spec: CrossoverSpec
+    spec: CrossoverOperator
     parents: tuple[str, ...]   # member names, in selection order (slerp: the first is the base of the interpolation)
-    num_layers: int
+    num_layers: int            # the base's decoder layers (a parameter-space merge has its shape)
+    depths: tuple[int, ...] = ()  # each parent's decoder layers, in `parents` order (a layer path needs them)
 
     @cached_property
     def method(self):
-        """The merge method's class."""
-        return MERGE_METHODS.get(self.spec.method)
+        """The crossover kind's class."""
+        return CROSSOVERS.get(self.spec.method)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -49,31 +52,20 @@ class Genome:
         return math.ceil(self.num_layers / self.spec.layer_group) + 1
 
     def dim(self) -> int:
-        return len(self.owners) * len(self.names) * self.groups
+        return self.method.dim(self)
 
     def x0(self) -> list[float]:
-        return [self.method.start[n] for n in self._layout()]
+        return self.method.x0(self)
 
     def bounds(self) -> tuple[list[float], list[float]]:
-        lay = self._layout()
-        return [self.method.bounds[n][0] for n in lay], [self.method.bounds[n][1] for n in lay]
-
-    def _layout(self) -> list[str]:
-        return [n for _owner in self.owners for n in self.names for _g in range(self.groups)]
+        return self.method.box(self)
 
     def params(self, x: list[float]) -> dict:
-        """The merge parameters a vector stands for: {owner: {param: [value per group]}}, clipped to bounds."""
+        """The parameters a vector stands for (merge methods: {owner: {param: [value per group]}}, clipped to
+        bounds; a layer path: its layers), as stored with the candidate."""
         if len(x) != self.dim():
             raise ValueError(f"genome has {self.dim()} dimensions, got a vector of {len(x)}")
-        out: dict = {}
-        i = 0
-        for owner in self.owners:
-            out[owner] = {}
-            for n in self.names:
-                lo, hi = self.method.bounds[n]
-                out[owner][n] = [round(min(hi, max(lo, float(v))), 6) for v in x[i:i + self.groups]]
-                i += self.groups
-        return self.method.feasible(out)
+        return self.method.decode(self, list(x))
 
     def group_of(self, tensor: str) -> int:
         """The layer group whose parameters a tensor takes: the same rule as the `filter`s `setting` writes."""

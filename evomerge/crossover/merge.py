@@ -81,6 +81,21 @@ def merge_to_disk(config, out_dir: Path, *, seed: int, device: str = "cpu") -> N
     tmp.rename(out_dir)
 
 
+def first_model(config) -> str:
+    """The directory of the first model a configuration reads: its `models:` or its first slice's (passthrough)."""
+    if config.models:
+        return config.models[0].model.model.path
+    return config.slices[0].sources[0].model.model.path
+
+
+def layers_in(tensors: dict) -> int:
+    """How many decoder layers merged tensors (by name) hold."""
+    import re
+
+    found = [int(m.group(1)) for name in tensors if (m := re.match(r"model\.layers\.(\d+)\.", name))]
+    return max(found) + 1 if found else 0
+
+
 def load_into(model, tensors: dict) -> None:
     """Write merged tensors into a resident model in place (no reload); tied weights follow their source."""
     import torch

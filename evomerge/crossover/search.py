@@ -31,7 +31,7 @@ class CrossoverStage:
         rec = ctx.store.crossover(generation, slot) or self._start(generation, slot, pool)
         if rec.child_id is not None:
             return rec.child_id
-        genome = ctx.artifacts.genome(rec.parents)
+        genome = ctx.artifacts.genome(rec.parents, self._method(rec))
         search = CmaSearch(genome, ctx.cfg.crossover.cma, seed=ctx.cfg.seed, generation=generation, slot=slot)
         search.replay(self._told(rec))
         job = CrossoverJob(generation=generation, slot=slot, genome=genome, paths=ctx.artifacts.paths(rec.parents),
@@ -39,7 +39,7 @@ class CrossoverStage:
                            seed=ctx.cfg.seed, dtype=ctx.cfg.dtype)
         names = " × ".join(genome.parents)
         bar = ctx.reporter.step(f"gen {generation} child {slot + 1}/{ctx.cfg.children_per_generation}: "
-                                f"{genome.method.name} {names}", total=search.iterations * search.spec.popsize,
+                                f"{genome.method.name} {names}", total=search.iterations * search.popsize,
                                 completed=sum(c.score is not None for c in ctx.store.candidates(rec.id)))
         while not search.done:
             self._iteration(rec, search, job, bar)
@@ -48,13 +48,59 @@ class CrossoverStage:
 
     def _start(self, generation: int, slot: int, pool: list[int]) -> CrossoverRecord:
         ctx = self.ctx
+        method = self._operator(generation, slot)
+        pool = self._breedable(pool, method, generation)
         parents = self.parents.select(pool, ctx.board.members(pool), n=ctx.cfg.parents_per_child,
                                       rng=rng_for(ctx.cfg.seed, generation, slot))
         with ctx.store.transaction():
             cid = ctx.store.add_crossover(generation=generation, slot=slot, parents=tuple(parents),
                                           id=ids.child(ctx.loaded, generation, slot))
-            ctx.store.add_event("crossover_started", crossover=cid, generation=generation, slot=slot, parents=parents)
+            ctx.store.add_event("crossover_started", crossover=cid, generation=generation, slot=slot, parents=parents,
+                                method=method)
         return ctx.store.crossover(generation, slot)
+
+    def _operator(self, generation: int, slot: int) -> str:
+        """The crossover kind of the child (generation, slot): the only one, or one drawn by weight from a stream
+        keyed by (seed, generation, slot, 2)."""
+        choices = self.ctx.cfg.crossover.choices()
+        if len(choices) == 1:
+            return choices[0].method
+        weights = [op.weight for op in choices]
+        rng = rng_for(self.ctx.cfg.seed, generation, slot, 2)
+        return choices[int(rng.choice(len(weights), p=[w / sum(weights) for w in weights]))].method
+
+    def _method(self, rec: CrossoverRecord) -> str:
+        """The crossover kind a started crossover was drawn (a run from before operators: the only one)."""
+        for _, _, data in self.ctx.store.events(kind="crossover_started"):
+            if data.get("crossover") == rec.id and "method" in data:
+                return data["method"]
+        return self.ctx.cfg.crossover.choices()[0].method
+
+    def _breedable(self, pool: list[int], method: str, generation: int) -> list[int]:
+        """The members a crossover of kind `method` may take as parents. A merge method mixes tensors by name, so
+        where layer paths have made members of other depths, it takes only members of the base's depth; a kind that
+        merges the base apart from its parents (model_stock) does not take the base as a parent."""
+        ctx = self.ctx
+        from evomerge.registry import CROSSOVERS
+
+        kind = CROSSOVERS.get(method)
+        mixed = not all(CROSSOVERS.get(op.method).same_depth for op in ctx.cfg.crossover.choices())
+        out, why = list(pool), []
+        if kind.base_apart:
+            base = ctx.store.member(ctx.loaded.population.base_model).id
+            out = [m for m in out if m != base]
+            why.append("other than the base")
+        if kind.same_depth and mixed:
+            depth = ctx.artifacts.num_layers()
+            out = [m for m in out if ctx.artifacts.depth(m) == depth]
+            why.append(f"of the base's depth ({depth} layers)")
+        if len(out) < ctx.cfg.parents_per_child:
+            others = ", ".join(ctx.store.member(m).name + (f" ({ctx.artifacts.depth(m)} layers)" if mixed else "")
+                               for m in pool if m not in out)
+            raise EvomergeError(f"generation {generation}: {method} merges members {' and '.join(why)}, and only "
+                                f"{len(out)} of the population are (the others: {others}). Fix: raise "
+                                "population_size, or lower the layer_path operator's weight, and start a new run")
+        return out
 
     def _told(self, rec: CrossoverRecord) -> list[tuple[list[list[float]], list[Optional[float]]]]:
         """The told iterations, from the store: the search's state (a failed candidate's score is None)."""
@@ -81,7 +127,7 @@ class CrossoverStage:
         else:
             pending = [Candidate(key=c.id, params=c.params) for c in cands if not c.done]
             for cand, scored in ctx.executor.evaluate(job, pending):
-                scores[cand.key] = self._record(cand, scored, idx=next(c.idx for c in cands if c.id == cand.key),
+                scores[cand.key] = self._record(cand, scored, job.genome.method, idx=next(c.idx for c in cands if c.id == cand.key),
                                                 iteration=it, best=_best(scores.values()))
                 ctx.reporter.advance(bar)
         search.tell(xs, [scores[c.id] for c in cands])
@@ -90,13 +136,13 @@ class CrossoverStage:
             ctx.store.add_event("cma_tell", crossover=rec.id, iteration=it, sigma=search.sigma,
                                 best=_best(scores.values()))
 
-    def _record(self, cand: Candidate, scored, *, iteration: int, idx: int, best: Optional[float]
+    def _record(self, cand: Candidate, scored, kind, *, iteration: int, idx: int, best: Optional[float]
                 ) -> Optional[float]:
         """Commit one candidate's score, or its failure (CMA-ES is then told the worst score there is)."""
         ctx = self.ctx
         subject = candidate_subject(cand.key)
         if scored.failure is not None:
-            self._failed(cand.key, scored.failure, f"{iteration}.{idx}", cand.params)
+            self._failed(cand.key, scored.failure, f"{iteration}.{idx}", kind.describe(cand.params))
             return None
         key = ctx.board.key("select")
         value = ctx.cfg.fitness.weighted(scored.results)
@@ -105,16 +151,16 @@ class CrossoverStage:
             ctx.store.set_candidate_score(cand.key, value)
             ctx.store.add_event("scored", subject=subject, split=key["split"], score=value, lm=scored.lm)
         ctx.reporter.log(f"  candidate {iteration}.{idx}: select {value:.4f} (best so far "
-                         f"{max(value, best if best is not None else value):.4f}) {_fmt_params(cand.params)}")
+                         f"{max(value, best if best is not None else value):.4f}) {kind.describe(cand.params)}")
         return value
 
-    def _failed(self, candidate_id: int, failure: str, label: str, params: dict) -> None:
+    def _failed(self, candidate_id: int, failure: str, label: str, shown: str) -> None:
         """Commit a candidate's failure (CMA-ES is then told the worst score there is)."""
         ctx = self.ctx
         with ctx.store.transaction():
             ctx.store.set_candidate_failure(candidate_id, failure)
             ctx.store.add_event("candidate_failed", subject=candidate_subject(candidate_id), reason=failure)
-        ctx.reporter.log(f"  candidate {label}: FAILED, {failure} {_fmt_params(params)}")
+        ctx.reporter.log(f"  candidate {label}: FAILED, {failure} {shown}")
 
     # ------------------------------------------------------------ racing
 
@@ -128,7 +174,8 @@ class CrossoverStage:
                  if not self._rung(c.id, limits[0])]
         failed = set()
         for cand, scored in ctx.executor.evaluate(job, first):
-            if self._store_rung(cand.key, cand.params, scored, limits[0], previous=None) is None:
+            if self._store_rung(cand.key, job.genome.method.describe(cand.params), scored, limits[0],
+                               previous=None) is None:
                 failed.add(cand.key)
         for c in pending:
             if c.id not in failed:
@@ -147,25 +194,25 @@ class CrossoverStage:
                 start = previous.n if previous else 0
                 scored = next(iter(ctx.executor.evaluate(job, [Candidate(key=cand.id, params=cand.params,
                                                                           docs=(start, n))])))[1]
-                rung = self._store_rung(cand.id, cand.params, scored, n, previous=previous)
+                rung = self._store_rung(cand.id, job.genome.method.describe(cand.params), scored, n, previous=previous)
                 if rung is None:
                     return None
             est = estimate(rung.results, rung.docs, fitness, spec)
             if n == limits[-1]:
-                self._tell(cand, est.value, f"select {est.value:.4f}")
+                self._tell(cand, job.genome.method, est.value, f"select {est.value:.4f}")
                 return est.value
             stop = f"stopped after {n} of {limits[-1]} documents per task: select {est.value:.4f}"
             if spec.bound == "paired" and reference is not None:
                 diff, high = paired_high(chosen_outcomes(rung.outcomes, fitness),
                                          chosen_outcomes(reference.outcomes, fitness), fitness, spec)
                 if high is not None and high < 0:
-                    self._tell(cand, est.value, f"{stop}, paired difference to the best {diff:+.4f} (upper bound "
+                    self._tell(cand, job.genome.method, est.value, f"{stop}, paired difference to the best {diff:+.4f} (upper bound "
                                                 f"{high:+.4f} < 0)", stopped=n, diff=diff, high=high)
                     return est.value
             elif spec.bound != "paired" and reference is not None:
                 bounds = estimate(reference.results, reference.docs, fitness, spec)
                 if beaten(est, bounds):
-                    self._tell(cand, est.value, f"{stop} <= {est.high:.4f} < {bounds.low:.4f}, the best's lower "
+                    self._tell(cand, job.genome.method, est.value, f"{stop} <= {est.high:.4f} < {bounds.low:.4f}, the best's lower "
                                                 "bound", stopped=n, high=est.high, reference=bounds.low)
                     return est.value
             previous = rung
@@ -176,7 +223,7 @@ class CrossoverStage:
         key = {**self.ctx.board.key("select"), "limit": n}
         return _as_rung(self.ctx.store.scores(candidate_subject(candidate_id), **key), n)
 
-    def _store_rung(self, candidate_id: int, params: dict, scored, n: int, *, previous: Optional[Rung]
+    def _store_rung(self, candidate_id: int, shown: str, scored, n: int, *, previous: Optional[Rung]
                     ) -> Optional[Rung]:
         """Commit the scores of a candidate on its first n documents (a slice's scores added to the previous
         rung's), or its failure; None if it failed. The rung is read back as stored, so that a resumed race decides
@@ -184,7 +231,7 @@ class CrossoverStage:
         ctx = self.ctx
         subject = candidate_subject(candidate_id)
         if scored.failure is not None:
-            self._failed(candidate_id, scored.failure, str(candidate_id), params)
+            self._failed(candidate_id, scored.failure, str(candidate_id), shown)
             return None
         results, docs, outcomes = combine(previous, scored.results, scored.docs, scored.outcomes)
         key = {**ctx.board.key("select"), "limit": n}
@@ -208,14 +255,14 @@ class CrossoverStage:
                 best, rows_of_best = c, rows
         return None if best is None else _as_rung(rows_of_best, ctx.cfg.fitness.select.limit)
 
-    def _tell(self, cand, value: float, text: str, **stopped) -> None:
+    def _tell(self, cand, kind, value: float, text: str, **stopped) -> None:
         """Commit the score CMA-ES is told for a raced candidate."""
         ctx = self.ctx
         with ctx.store.transaction():
             ctx.store.set_candidate_score(cand.id, value)
             if stopped:
                 ctx.store.add_event("candidate_stopped", subject=candidate_subject(cand.id), **stopped)
-        ctx.reporter.log(f"  candidate {cand.iteration}.{cand.idx}: {text} {_fmt_params(cand.params)}")
+        ctx.reporter.log(f"  candidate {cand.iteration}.{cand.idx}: {text} {kind.describe(cand.params)}")
 
     # ------------------------------------------------------------ the child
 
@@ -270,10 +317,3 @@ def _as_rung(rows: list, n: int) -> Optional[Rung]:
 
 def _best(scores) -> Optional[float]:
     return max((s for s in scores if s is not None), default=None)
-
-
-def _fmt_params(params: dict) -> str:
-    parts = []
-    for owner, values in params.items():
-        parts.append(f"{owner}: " + ", ".join(f"{k}={'/'.join(f'{v:.2f}' for v in vs)}" for k, vs in values.items()))
-    return "[" + "; ".join(parts) + "]"

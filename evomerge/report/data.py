@@ -169,6 +169,8 @@ def _members(store: Store, members: list[MemberRecord], scores: dict[str, dict[i
     tree = layout(members)
     out = []
     for m in members:
+        kind = operator_class(m.operator)
+        drawn = getattr(kind, "drawn_path", None)
         per = {which: scores[which][m.id] for which in SPLITS}
         tasks = {t: {**{w: _num(s.tasks[t]) for w, s in per.items()}, **{f"{w}_se": _num(s.se.get(t))
                                                                           for w, s in per.items()}}
@@ -184,6 +186,7 @@ def _members(store: Store, members: list[MemberRecord], scores: dict[str, dict[i
             **{w: _num(s.weighted) for w, s in per.items()}, **{f"{w}_se": _num(s.weighted_se) for w, s in per.items()},
             "tasks": tasks, "scores": _score_rows(store.scores(member_subject(m.id), any_limit=True)),
             "col": col, "row": row,
+            "path": drawn(m.params.get("merge", {})) if drawn is not None else None,
         })
     return out
 

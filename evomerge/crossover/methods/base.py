@@ -1,9 +1,10 @@
-"""What a merge method is (mergekit's `merge_methods/base.py` is the model): one class carries its config rules, its
-search space (parameters, bounds, start values), its mergekit configuration, its lineage label and, optionally, a
-fast kernel with the precompute it needs. A method without a fast kernel is merged by mergekit for every candidate.
+"""What a merge method is (mergekit's `merge_methods/base.py` is the model): the parameter-space crossover kind. One
+class carries its config rules, its search space (parameters, bounds, start values), its mergekit configuration, its
+lineage label and, optionally, a fast kernel with the precompute it needs. A method without a fast kernel is merged
+by mergekit for every candidate.
 
-    from evomerge.registry import MERGE_METHODS
-    MERGE_METHODS.register("della", Della)     # Della(MergeMethod) with mergekit_method = "della"
+    from evomerge.registry import CROSSOVERS
+    CROSSOVERS.register("della", Della)     # Della(MergeMethod) with mergekit_method = "della"
 
 Importing a method module must not import torch (a config is validated before torch is loaded): kernels use tensor
 methods only, and precompute imports torch inside the function.
@@ -13,6 +14,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
+
+from evomerge.crossover.kind import CrossoverKind
 
 if TYPE_CHECKING:
     from evomerge.crossover.genome import Genome
@@ -63,18 +66,14 @@ class Kernel:
             return self._fn(*args)
 
 
-class MergeMethod:
-    """A merge method. Class attributes describe it; an instance holds one crossover's fast-path state."""
+class MergeMethod(CrossoverKind):
+    """A merge method: one mergekit `models:` merge of same-shaped parents, with a parameter set per parent (and
+    layer group). Class attributes describe it; an instance holds one crossover's fast-path state."""
 
-    name: ClassVar[str] = ""                 # the registry name (set when registered): the members' operator
     mergekit_method: ClassVar[str] = ""      # mergekit's `merge_method`
     parameters: ClassVar[tuple[str, ...]] = (WEIGHT,)  # what CMA-ES may search, per parent (mergekit's names)
-    uses_base: ClassVar[bool] = False        # merges task vectors (parent - base): needs the population's base
-    min_parents: ClassVar[int] = 1
-    max_parents: ClassVar[Optional[int]] = None
     bounds: ClassVar[dict[str, tuple[float, float]]] = {WEIGHT: (0.0, 1.5), DENSITY: (0.05, 1.0)}  # weights may
     start: ClassVar[dict[str, float]] = {WEIGHT: 0.5, DENSITY: 0.5}  # overshoot 1: task vectors extrapolate
-    color: ClassVar[str] = "#444444"         # lineage edges, report, plots
     fast: ClassVar[bool] = False             # has a fast kernel (prepare/write below)
 
     # ------------------------------------------------------------ config rules
@@ -87,14 +86,42 @@ class MergeMethod:
                 raise ValueError(f"`{name}` is not a parameter of {cls.name} (it searches: {', '.join(cls.parameters)})")
 
     @classmethod
-    def check_parents(cls, n: int) -> None:
-        if n < cls.min_parents or (cls.max_parents is not None and n > cls.max_parents):
-            exact = cls.max_parents == cls.min_parents
-            wanted = (f"exactly {cls.min_parents}" if exact else
-                      f"{cls.min_parents} to {cls.max_parents}" if cls.max_parents else f"at least {cls.min_parents}")
-            raise ValueError(f"{cls.name} merges {wanted} parents: set parents_per_child accordingly")
+    def check_spec(cls, spec: Any) -> None:
+        if spec.path is not None:
+            raise ValueError(f"`path` settings are for layer_path; {cls.name} merges weights (drop `path`)")
+        cls.check_search(spec.search)
 
     # ------------------------------------------------------------ search space
+
+    @classmethod
+    def dim(cls, genome: "Genome") -> int:
+        return len(genome.owners) * len(genome.names) * genome.groups
+
+    @classmethod
+    def x0(cls, genome: "Genome") -> list[float]:
+        return [cls.start[n] for n in cls._layout(genome)]
+
+    @classmethod
+    def box(cls, genome: "Genome") -> tuple[list[float], list[float]]:
+        lay = cls._layout(genome)
+        return [cls.bounds[n][0] for n in lay], [cls.bounds[n][1] for n in lay]
+
+    @classmethod
+    def _layout(cls, genome: "Genome") -> list[str]:
+        return [n for _owner in genome.owners for n in genome.names for _g in range(genome.groups)]
+
+    @classmethod
+    def decode(cls, genome: "Genome", x: list[float]) -> dict:
+        """{owner: {param: [value per group]}}, clipped to bounds, then made feasible."""
+        out: dict = {}
+        i = 0
+        for owner in genome.owners:
+            out[owner] = {}
+            for n in genome.names:
+                lo, hi = cls.bounds[n]
+                out[owner][n] = [round(min(hi, max(lo, float(v))), 6) for v in x[i:i + genome.groups]]
+                i += genome.groups
+        return cls.feasible(out)
 
     @classmethod
     def searched(cls, search: tuple[str, ...]) -> tuple[str, ...]:
@@ -132,6 +159,32 @@ class MergeMethod:
         values = params.get("merge", {}).get(parent, {})
         shown = " ".join(f"{k}={'/'.join(f'{v:.3f}' for v in vs)}" for k, vs in values.items())
         return f"{cls.name} {shown}".strip()
+
+    @classmethod
+    def describe(cls, params: dict) -> str:
+        parts = []
+        for owner, values in params.items():
+            parts.append(f"{owner}: " + ", ".join(f"{k}={'/'.join(f'{v:.2f}' for v in vs)}" for k, vs in values.items()))
+        return "[" + "; ".join(parts) + "]"
+
+    # ------------------------------------------------------------ candidates
+
+    @classmethod
+    def candidate(cls, bench: Any, job: Any, candidate: Any) -> Any:
+        """The candidate merged into the workbench's resident evaluation model: by the fast kernel (the fast engine),
+        or by mergekit (the reference engine, or a method without a fast kernel)."""
+        model = bench.resident_model(job)
+        if bench.cfg.engine == "fast" and cls.fast:
+            from evomerge.crossover.fast import ResidentMerge
+
+            merger = bench.resident(job, lambda: ResidentMerge(job.genome, job.merge_config(candidate.params),
+                                                               seed=job.seed, device=bench.device))
+            merger.write(candidate.params, model)
+        else:
+            from evomerge.crossover.merge import load_into, merge_in_memory
+
+            load_into(model, merge_in_memory(job.merge_config(candidate.params), seed=job.seed, device=bench.device))
+        return model
 
     # ------------------------------------------------------------ fast path (methods with `fast = True`)
 
@@ -177,3 +230,32 @@ class TaskVectorMethod(MergeMethod):
     def prepare(self, t: ResidentTensor, parents: list, base: Any) -> None:
         t.base = base
         t.inputs = [p - base for p in parents]  # mergekit: entry.tensor - base, in the merge dtype
+
+
+class FixedMerge(MergeMethod):
+    """A merge method with nothing to search (its weights come from the parents themselves): the genome has no
+    dimensions, and the crossover scores its one merge. `search` is left out."""
+
+    parameters = ()
+
+    @classmethod
+    def check_search(cls, search: tuple[str, ...]) -> None:
+        if search not in ((), (WEIGHT,)):  # (weight,) is the default a configuration that leaves it out holds
+            raise ValueError(f"{cls.name} has nothing to search (its weights come from the parents): drop `search`")
+
+    @classmethod
+    def searched(cls, search: tuple[str, ...]) -> tuple[str, ...]:
+        return ()
+
+    @classmethod
+    def owners(cls, parents: tuple[str, ...]) -> tuple[str, ...]:
+        return ()
+
+    @classmethod
+    def mergekit_config(cls, genome: "Genome", params: dict, *, paths: dict[str, str], base_path: Optional[str],
+                        dtype: str) -> dict:
+        data: dict = {"merge_method": cls.mergekit_method, "dtype": dtype, "out_dtype": dtype,
+                      "models": [{"model": paths[p]} for p in genome.parents]}
+        if cls.uses_base:
+            data["base_model"] = base_path
+        return data

@@ -445,6 +445,10 @@
       el("thead", {}, el("tr", {}, ["", "select", "report", "gap"].map((h) => el("th", { text: h })))),
       el("tbody", {}, rows.map(([label, v]) => el("tr", {}, el("td", { text: label }), numCell(v.select, v.select_se), numCell(v.report, v.report_se), gapCell(gap(v.select, v.report)))))));
 
+    if (m.path) {
+      aside.appendChild(el("h4", { text: `Layer path (${pathLength(m.path)} layers)` }));
+      aside.appendChild(pathStrip(m));
+    }
     aside.appendChild(el("h4", { text: "Operator parameters" }));
     aside.appendChild(el("pre", { class: "params", text: JSON.stringify(m.params, null, 2) }));
     aside.appendChild(el("h4", { text: m.parents.length ? "Made from" : "Source" }));
@@ -467,6 +471,47 @@
         el("td", { class: "num", text: s.limit === null ? `${s.docs}` : `${s.docs}/${s.limit}` }),
         el("td", { class: "num", text: s.fewshot }), numCell(s.value, s.se))))));
     paintSwatches(aside);
+  }
+
+  const PATH_COLORS = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00"];
+
+  function pathLength(path) {
+    return path.reduce((n, r) => n + r.stop - r.start, 0);
+  }
+
+  // A layer path as a strip: one cell per layer in path order, coloured by the parent it comes from and labelled
+  // with its index there; a crossing's scale is written above its first layer.
+  function pathStrip(m) {
+    const parents = [...new Set(m.path.map((r) => r.parent))];
+    const cell = 14, n = pathLength(m.path), height = 46;
+    const svg = sv("svg", { class: "path-strip", width: Math.max(n * cell + 2, 120), height: height + 16, role: "img" });
+    svg.appendChild(svgTitle(`${m.name}: ${m.path.map((r) => `${r.parent}[${r.start}-${r.stop - 1}]`).join(" ")}`));
+    let x = 1;
+    for (const run of m.path) {
+      const color = PATH_COLORS[parents.indexOf(run.parent) % PATH_COLORS.length];
+      if (run.scale !== 1) svg.appendChild(sv("text", { x: x + 1, y: 10, class: "path-scale", text: `×${fmt(run.scale, 2)}` }));
+      for (let layer = run.start; layer < run.stop; layer++, x += cell) {
+        const g = sv("g", {}, sv("rect", { x, y: 14, width: cell - 1, height: 20, fill: color }),
+          sv("text", { x: x + cell / 2 - 0.5, y: 28, "text-anchor": "middle", class: "path-layer", fill: textOn(hexToRgb(color)), text: layer }));
+        g.appendChild(svgTitle(`${run.parent} layer ${layer}`));
+        svg.appendChild(g);
+      }
+    }
+    let lx = 1;
+    for (const [i, p] of parents.entries()) {
+      svg.appendChild(sv("rect", { x: lx, y: height, width: 10, height: 10, fill: PATH_COLORS[i % PATH_COLORS.length] }));
+      svg.appendChild(sv("text", { x: lx + 13, y: height + 9, class: "path-legend", text: p }));
+      lx += 20 + 7 * p.length;
+    }
+    return el("div", { class: "path-wrap" }, svg);
+  }
+
+  function pathsSection() {
+    const paths = MEMBERS.filter((m) => m.path);
+    if (!paths.length) return null;
+    return el("section", { id: "paths" }, el("h2", { text: "Layer paths (data-flow-space children)" }),
+      el("p", { class: "muted", text: "Each child's decoder layers in the order a token passes them, coloured by the parent each comes from; a number above a layer is the scale of its residual branches where the path crosses from one parent to another." }),
+      paths.map((m) => el("div", { class: "path-row" }, memberButton(m.id), pathStrip(m))));
   }
 
   function select(id) {
@@ -847,7 +892,7 @@
   const vs = pairedSection();
   if (vs) app.appendChild(vs);
   app.appendChild(fitnessSection());
-  for (const section of [frontsSection(), cmaSection(), esSection()]) if (section) app.appendChild(section);
+  for (const section of [frontsSection(), pathsSection(), cmaSection(), esSection()]) if (section) app.appendChild(section);
   app.appendChild(el("footer", { class: "muted", text: `evomerge report of ${RUN.dir}. Self-contained: no network, no external files.` }));
   if (RUN.best !== null) select(RUN.best);
 })();

@@ -1,0 +1,258 @@
+"""Layer paths: crossover in data-flow space (Akiba et al., "Evolutionary Optimization of Model Merging Recipes",
+arXiv 2403.13187, section 3.2). The child is not a mix of weights but a stack of the parents' own decoder layers:
+the path a token takes through them.
+
+**Genome** (the paper's layout). Over the parents' layers, M in all, in selection order (parent 0's layers 0..L0-1,
+then parent 1's...), `repeats` passes give T = M·r slots. Slot t holds one indicator: the layer is on the path
+where the indicator is above 0.5 (CMA-ES searches the continuous relaxation). Where the path crosses from one
+parent to another (the embedding counts as its parent's), the next layer's residual branches, `o_proj` and
+`down_proj`, are scaled: one scale per ordered pair of parents (`scales: pair`), one per slot (`slot`), or none.
+The child keeps the embedding, final norm and head of parent `embed_from`. A path with no layers, or longer than
+`max_layers`, is an invalid candidate: it is not scored, and CMA-ES is told the worst score.
+
+**Recipe.** mergekit's `passthrough` with `slices`: the runs of consecutive layers in path order, a scaled layer
+in a slice of its own with a per-tensor `scale`; an empty slice of parent `embed_from` first and last, since
+mergekit takes the embedding from the first slice and the norm and head from the last. `mergekit-yaml` rebuilds the
+child from it; its `num_hidden_layers` is the path's length.
+
+**Fast path.** A candidate copies no weights: `PathModel` holds the parents for the whole crossover and, per
+candidate, points a shell model's layer list at their layer modules in path order; a forward hook scales `o_proj`
+and `down_proj` while a layer runs at a crossing, and each step gives the attention its place in the path as its
+`layer_idx` (the KV-cache slot of a repeated layer). tests/test_layer_path.py checks it against `mergekit-yaml`'s
+model (float32, 1e-5).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from evomerge.crossover.kind import CrossoverKind, InvalidCandidate
+
+ON, OFF = 0.85, 0.15      # start values of an indicator: the path starts as parent `embed_from`, whole
+SCALE_BOUNDS, SCALE_START = (0.5, 1.5), 1.0
+SCALED = ("o_proj", "down_proj")   # the residual branches' output projections (Llama, Mistral, Qwen2, Gemma...)
+PATH, EMBED = "path", "embed"
+
+
+class LayerPath(CrossoverKind):
+    min_parents = 1
+    same_depth = False
+    color = "#F0E442"
+
+    # ------------------------------------------------------------ config rules
+
+    @classmethod
+    def check_spec(cls, spec: Any) -> None:
+        if spec.search != ("weight",) or spec.layer_group is not None:
+            raise ValueError("layer_path searches the path itself: drop `search` and `layer_group` (its settings go "
+                             "under `path`: repeats, max_layers, scales, embed_from)")
+
+    @staticmethod
+    def settings(genome) -> Any:
+        from evomerge.config import PathSpec
+
+        return genome.spec.path or PathSpec()
+
+    # ------------------------------------------------------------ search space
+
+    @classmethod
+    def slots(cls, genome) -> list[tuple[int, int, int]]:
+        """(repeat, parent index, layer) of each slot, in path order."""
+        if len(genome.depths) != len(genome.parents):
+            raise ValueError("a layer path's genome needs each parent's depth")
+        return [(r, i, layer) for r in range(cls.settings(genome).repeats)
+                for i, depth in enumerate(genome.depths) for layer in range(depth)]
+
+    @classmethod
+    def scale_keys(cls, genome) -> list:
+        """What each scale dimension belongs to: an ordered pair of parent indices, or a slot index."""
+        mode, k = cls.settings(genome).scales, len(genome.parents)
+        if mode == "pair":
+            return [(a, b) for a in range(k) for b in range(k) if a != b]
+        if mode == "slot":
+            return list(range(len(cls.slots(genome))))
+        return []
+
+    @classmethod
+    def dim(cls, genome) -> int:
+        return len(cls.slots(genome)) + len(cls.scale_keys(genome))
+
+    @classmethod
+    def x0(cls, genome) -> list[float]:
+        first = cls.settings(genome).embed_from
+        return ([ON if (r, i) == (0, first) else OFF for r, i, _ in cls.slots(genome)]
+                + [SCALE_START] * len(cls.scale_keys(genome)))
+
+    @classmethod
+    def box(cls, genome) -> tuple[list[float], list[float]]:
+        n, m = len(cls.slots(genome)), len(cls.scale_keys(genome))
+        return [0.0] * n + [SCALE_BOUNDS[0]] * m, [1.0] * n + [SCALE_BOUNDS[1]] * m
+
+    @classmethod
+    def decode(cls, genome, x: list[float]) -> dict:
+        """{"path": [[parent, layer, scale], ...] in order, "embed": parent}: scale 1 except at a crossing."""
+        slots, keys = cls.slots(genome), cls.scale_keys(genome)
+        scales = {key: round(min(SCALE_BOUNDS[1], max(SCALE_BOUNDS[0], float(v))), 6)
+                  for key, v in zip(keys, x[len(slots):])}
+        embed = cls.settings(genome).embed_from
+        path, previous = [], embed
+        for t, ((_r, i, layer), v) in enumerate(zip(slots, x)):
+            if float(v) <= 0.5:
+                continue
+            scale = 1.0
+            if i != previous:
+                scale = scales.get((previous, i), scales.get(t, 1.0))
+            path.append([genome.parents[i], layer, scale])
+            previous = i
+        return {PATH: path, EMBED: genome.parents[embed]}
+
+    @classmethod
+    def depth(cls, genome, params: dict) -> int:
+        return len(params[PATH])
+
+    @classmethod
+    def check(cls, genome, params: dict) -> None:
+        """Raise InvalidCandidate for a path that gives no model."""
+        n, limit = len(params[PATH]), cls.settings(genome).max_layers
+        if n == 0:
+            raise InvalidCandidate("the layer path has no layers")
+        if limit is not None and n > limit:
+            raise InvalidCandidate(f"the layer path has {n} layers, more than max_layers {limit}")
+
+    # ------------------------------------------------------------ mergekit and lineage
+
+    @staticmethod
+    def runs(path: list) -> list[tuple[str, int, int, float]]:
+        """The path as runs (parent, first layer, last layer + 1, scale of the first): consecutive layers of one
+        parent, a scaled layer starting a run of its own."""
+        out: list[list] = []
+        for parent, layer, scale in path:
+            last = out[-1] if out else None
+            if last and last[0] == parent and last[2] == layer and scale == 1.0 and last[3] == 1.0:
+                last[2] += 1
+            else:
+                out.append([parent, layer, layer + 1, scale])
+        return [tuple(r) for r in out]
+
+    @classmethod
+    def mergekit_config(cls, genome, params: dict, *, paths: dict[str, str], base_path: Optional[str],
+                        dtype: str) -> dict:
+        anchor = {"sources": [{"model": paths[params[EMBED]], "layer_range": [0, 0]}]}  # embedding; norm and head
+        slices = []
+        for parent, start, stop, scale in cls.runs(params[PATH]):
+            source: dict = {"model": paths[parent], "layer_range": [start, stop]}
+            if scale != 1.0:
+                source["parameters"] = {"scale": [*({"filter": name, "value": scale} for name in SCALED),
+                                                  {"value": 1.0}]}
+            slices.append({"sources": [source]})
+        return {"merge_method": "passthrough", "dtype": dtype, "out_dtype": dtype,
+                "slices": [anchor, *slices, anchor]}
+
+    @classmethod
+    def describe(cls, params: dict) -> str:
+        """`a[0-5] b[4-11]×0.9 a[12-29]`: runs of consecutive layers, a crossing's scale after its run."""
+        parts = []
+        for parent, start, stop, scale in cls.runs(params[PATH]):
+            layers = f"{start}" if stop - start == 1 else f"{start}-{stop - 1}"
+            parts.append(f"{parent}[{layers}]" + (f"×{scale:.2f}".rstrip("0").rstrip(".") if scale != 1.0 else ""))
+        return " ".join(parts) or "(no layers)"
+
+    @classmethod
+    def drawn_path(cls, params: dict) -> Optional[list[dict]]:
+        return [{"parent": p, "start": a, "stop": b, "scale": s} for p, a, b, s in cls.runs(params.get(PATH, []))]
+
+    @classmethod
+    def edge_label(cls, params: dict, parent: str) -> str:
+        merge = params.get("merge", {})
+        return f"{cls.name} {cls.describe(merge)}" if PATH in merge else cls.name
+
+    # ------------------------------------------------------------ candidates
+
+    @classmethod
+    def candidate(cls, bench: Any, job: Any, candidate: Any) -> Any:
+        cls.check(job.genome, candidate.params)
+        if bench.cfg.engine == "fast":
+            return bench.resident(job, lambda: PathModel(job.genome, job.paths, bench.load)).build(candidate.params)
+        from evomerge.crossover.merge import merge_in_memory  # the reference engine: mergekit's stack, loaded
+
+        config = job.merge_config(candidate.params)
+        return bench.scratch(bench.holding(merge_in_memory(config, seed=job.seed, device=bench.device), like=config))
+
+
+class PathModel:
+    """A crossover's parents held in memory (`load`: a model directory -> a model), and one shell model whose layer
+    list is pointed at their layers."""
+
+    def __init__(self, genome: Any, paths: dict[str, str], load: Any) -> None:
+        import copy
+
+        self.parents = {name: load(paths[name]).eval() for name in genome.parents}
+        owner = self.parents[genome.parents[LayerPath.settings(genome).embed_from]]
+        prefix = owner.base_model_prefix
+        self.model = copy.copy(owner)                    # shares the owner's embedding, norm, head and rotary
+        self.model._modules = dict(owner._modules)       # ... but not its module table
+        inner = copy.copy(getattr(owner, prefix))
+        inner._modules = dict(inner._modules)
+        self.model._modules[prefix] = inner
+        self.model.config = inner.config = copy.deepcopy(owner.config)
+        self._decoder = inner
+        self._layers = {name: list(getattr(m, prefix).layers) for name, m in self.parents.items()}
+        for layers in self._layers.values():
+            for layer in layers:
+                layer._evomerge_scale = 1.0
+                for name, module in layer.named_modules():
+                    if name.split(".")[-1] in SCALED:
+                        module.register_forward_hook(_scaling(layer))
+
+    def build(self, params: dict):
+        """The shell, its layers pointed at the path's (no weights copied)."""
+        import torch
+
+        steps = [_Step(self._layers[parent][layer], scale, index)
+                 for index, (parent, layer, scale) in enumerate(params[PATH])]
+        self._decoder.layers = torch.nn.ModuleList(steps)
+        self.model.config.num_hidden_layers = len(steps)
+        return self.model
+
+
+def _scaling(layer):
+    def hook(_module, _inputs, output):
+        return output if layer._evomerge_scale == 1.0 else output * layer._evomerge_scale
+    return hook
+
+
+def _step_class():
+    import torch
+
+    class Step(torch.nn.Module):
+        """One place in the path: a parent's layer, run with its place as its KV-cache index and its scale."""
+
+        def __init__(self, layer, scale: float, index: int) -> None:
+            super().__init__()
+            self.layer = layer
+            self.scale = scale
+            self.index = index
+            self._indexed = [m for m in layer.modules() if hasattr(m, "layer_idx")]
+
+        def forward(self, *args, **kwargs):
+            saved = [m.layer_idx for m in self._indexed]
+            for m in self._indexed:
+                m.layer_idx = self.index
+            self.layer._evomerge_scale = self.scale
+            try:
+                return self.layer(*args, **kwargs)
+            finally:
+                self.layer._evomerge_scale = 1.0
+                for m, idx in zip(self._indexed, saved):
+                    m.layer_idx = idx
+
+    return Step
+
+
+_STEP: Optional[type] = None
+
+
+def _Step(layer, scale: float, index: int):  # noqa: N802 - builds the torch module class on first use (no torch import)
+    global _STEP
+    if _STEP is None:
+        _STEP = _step_class()
+    return _STEP(layer, scale, index)
