@@ -48,7 +48,8 @@ def test_the_fast_path_model_is_what_mergekit_yaml_builds(two_depths: dict[str, 
     params = genome.params(_vector(genome, [0, 1, 6, 7, 8, 11, 19], [0.8, 1.3]))
     assert params["path"] == [["a", 0, 1.0], ["a", 1, 1.0], ["b", 2, 0.8], ["b", 3, 1.0], ["b", 4, 1.0],
                               ["a", 1, 1.3], ["b", 5, 0.8]]
-    assert LayerPath.describe(params) == "a[0-1] b[2]×0.8 b[3-4] a[1]×1.3 b[5]×0.8"
+    assert LayerPath.describe(params) == "a[0-1] b[2-4]×0.8 a[1]×1.3 b[5]×0.8"
+    assert LayerPath.describe({"path": [["a", 0, 1.0], ["a", 1, 1.0], ["a", 3, 1.0], ["b", 0, 0.9]]}) == "a[0-1,3] b[0]×0.9"
     config = genome.merge_config(params, paths=two_depths, base_path=None, dtype="float32")
     (tmp_path / "path.yml").write_text(config.to_yaml())
     subprocess.run([str(Path(sys.executable).parent / "mergekit-yaml"), str(tmp_path / "path.yml"),
@@ -182,7 +183,41 @@ def test_a_layer_path_run_resumes_exports_and_rebuilds_bit_exactly(tiny_models: 
     assert "merge_method: passthrough" in (tmp_path / "exported" / "mergekit_config.yml").read_text()
     lineage = evomerge("lineage", str(tmp_path / "reference"), member.name)
     assert f"layer_path {LayerPath.describe(member.params['merge'])}" in lineage.stdout
+    board = evomerge("leaderboard", str(tmp_path / "reference"), "--format", "csv")
+    assert f"{member.name},{member.generation},layer_path" in board.stdout
+    assert LayerPath.describe(member.params["merge"]) in board.stdout
+
+    # the report draws every path: one cell per layer, and the member's own in its details
+    report = tmp_path / "report.html"
+    assert evomerge("report", str(tmp_path / "reference"), "-o", str(report)).returncode == 0
+    _report_draws_the_paths(report, children, member)
     store.close()
+
+
+def _report_draws_the_paths(report: Path, children: list, member) -> None:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is missing: pip install -e \".[test]\"")
+    from test_report import _browser
+
+    with sync_playwright() as p:
+        browser = _browser(p)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        errors = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(report.as_uri())
+        page.wait_for_selector("#paths svg.path-strip")
+        assert page.locator("#paths svg.path-strip").count() == len(children)
+        cells = page.eval_on_selector_all("#paths .path-row", "rows => rows.map(r => r.querySelectorAll('g').length)")
+        assert sorted(cells) == sorted(len(m.params["merge"]["path"]) for m in children)
+        page.click(f'#tree g.node[data-id="{member.id}"]')
+        layers = len(member.params["merge"]["path"])
+        assert f"Layer path ({layers} layers)" in page.text_content("#details")
+        assert page.locator("#details svg.path-strip g").count() == layers
+        assert not errors, errors
+        browser.close()
 
 
 def test_crossover_operators_are_drawn_per_child_by_weight_and_misconfigurations_are_config_errors():

@@ -149,12 +149,22 @@ class LayerPath(CrossoverKind):
 
     @classmethod
     def describe(cls, params: dict) -> str:
-        """`a[0-5] b[4-11]×0.9 a[12-29]`: runs of consecutive layers, a crossing's scale after its run."""
-        parts = []
+        """`a[0-5] b[4-11]×0.9 a[12-29]`: runs of consecutive layers, a crossing's scale after the runs it starts;
+        one parent's runs in a row share a bracket (`a[0-27,29]`)."""
+        parts: list[list] = []  # [parent, [[start, stop], ...], scale]
         for parent, start, stop, scale in cls.runs(params[PATH]):
-            layers = f"{start}" if stop - start == 1 else f"{start}-{stop - 1}"
-            parts.append(f"{parent}[{layers}]" + (f"×{scale:.2f}".rstrip("0").rstrip(".") if scale != 1.0 else ""))
-        return " ".join(parts) or "(no layers)"
+            if parts and parts[-1][0] == parent and scale == 1.0:
+                ranges = parts[-1][1]
+                if ranges[-1][1] == start:
+                    ranges[-1][1] = stop  # a scaled layer's own slice, and the layers after it
+                else:
+                    ranges.append([start, stop])
+            else:
+                parts.append([parent, [[start, stop]], scale])
+        return " ".join(
+            f"{parent}[{','.join(f'{a}' if b - a == 1 else f'{a}-{b - 1}' for a, b in ranges)}]"
+            + (f"×{scale:.2f}".rstrip("0").rstrip(".") if scale != 1.0 else "")
+            for parent, ranges, scale in parts) or "(no layers)"
 
     @classmethod
     def drawn_path(cls, params: dict) -> Optional[list[dict]]:

@@ -126,9 +126,11 @@ class CrossoverStage:
             self._race(rec, job, cands, scores, bar)
         else:
             pending = [Candidate(key=c.id, params=c.params) for c in cands if not c.done]
+            earlier = _best(c.score for c in ctx.store.candidates(rec.id) if c.iteration < it)
             for cand, scored in ctx.executor.evaluate(job, pending):
-                scores[cand.key] = self._record(cand, scored, job.genome.method, idx=next(c.idx for c in cands if c.id == cand.key),
-                                                iteration=it, best=_best(scores.values()))
+                scores[cand.key] = self._record(cand, scored, job.genome.method,
+                                                idx=next(c.idx for c in cands if c.id == cand.key), iteration=it,
+                                                best=_best([earlier, *scores.values()]))
                 ctx.reporter.advance(bar)
         search.tell(xs, [scores[c.id] for c in cands])
         with ctx.store.transaction():

@@ -447,7 +447,7 @@
 
     if (m.path) {
       aside.appendChild(el("h4", { text: `Layer path (${pathLength(m.path)} layers)` }));
-      aside.appendChild(pathStrip(m));
+      aside.appendChild(pathStrip(m, aside.clientWidth - 24));
     }
     aside.appendChild(el("h4", { text: "Operator parameters" }));
     aside.appendChild(el("pre", { class: "params", text: JSON.stringify(m.params, null, 2) }));
@@ -481,10 +481,11 @@
 
   // A layer path as a strip: one cell per layer in path order, coloured by the parent it comes from and labelled
   // with its index there; a crossing's scale is written above its first layer.
-  function pathStrip(m) {
+  function pathStrip(m, width) {
     const parents = [...new Set(m.path.map((r) => r.parent))];
-    const cell = 14, n = pathLength(m.path), height = 46;
-    const svg = sv("svg", { class: "path-strip", width: Math.max(n * cell + 2, 120), height: height + 16, role: "img" });
+    const n = pathLength(m.path), height = 46;
+    const cell = width ? Math.max(4, Math.min(14, Math.floor((width - 34) / n))) : 14;  // numbered from 12 px
+    const svg = sv("svg", { class: "path-strip", width: Math.max(n * cell + 34, 120), height: height + 16, role: "img" });
     svg.appendChild(svgTitle(`${m.name}: ${m.path.map((r) => `${r.parent}[${r.start}-${r.stop - 1}]`).join(" ")}`));
     let x = 1;
     for (const run of m.path) {
@@ -492,7 +493,7 @@
       if (run.scale !== 1) svg.appendChild(sv("text", { x: x + 1, y: 10, class: "path-scale", text: `×${fmt(run.scale, 2)}` }));
       for (let layer = run.start; layer < run.stop; layer++, x += cell) {
         const g = sv("g", {}, sv("rect", { x, y: 14, width: cell - 1, height: 20, fill: color }),
-          sv("text", { x: x + cell / 2 - 0.5, y: 28, "text-anchor": "middle", class: "path-layer", fill: textOn(hexToRgb(color)), text: layer }));
+          cell >= 12 ? sv("text", { x: x + cell / 2 - 0.5, y: 28, "text-anchor": "middle", class: "path-layer", fill: textOn(hexToRgb(color)), text: layer }) : null);
         g.appendChild(svgTitle(`${run.parent} layer ${layer}`));
         svg.appendChild(g);
       }
