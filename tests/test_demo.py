@@ -64,3 +64,30 @@ def test_pareto_pipeline_races_and_selects_by_fronts_on_the_real_model(tmp_path:
     out = tmp_path / "report.html"
     assert evomerge("report", str(tmp_path / "run"), "-o", str(out)).returncode == 0
     assert '"fronts"' in out.read_text()
+
+
+def test_every_shipped_pipeline_on_the_embedded_model_is_valid():
+    """pipelines/*.yaml whose population is the embedded model's: each validates as it ships (the 7B examples name
+    model directories that exist only on a GPU machine)."""
+    from evomerge.config import load_pipeline
+
+    for path in sorted((ROOT / "pipelines").glob("*.yaml")):
+        if not path.name.startswith("7b-"):
+            load_pipeline(path)
+    ps_dfs = load_pipeline(ROOT / "pipelines" / "ps-dfs.yaml").pipeline.crossover
+    assert [op.method for op in ps_dfs.choices()] == ["task_arithmetic", "layer_path"]
+
+
+@NEEDS_MODEL
+def test_ps_dfs_pipeline_breeds_both_kinds_on_the_real_model(tmp_path: Path):
+    """pipelines/ps-dfs.yaml with a minimal budget: with seed 0 the first generation's two children are drawn one of
+    each kind; the layer path's child has SmolLM2's architecture with its own depth."""
+    pipeline = _minimal("ps-dfs", tmp_path)
+    data = yaml.safe_load(pipeline.read_text())
+    data["children_per_generation"] = 2
+    pipeline.write_text(yaml.safe_dump(data))
+    result = evomerge("run", str(pipeline), "--run-dir", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(evomerge("leaderboard", str(tmp_path / "run"), "--format", "json").stdout)
+    assert {r["operator"] for r in rows if r["generation"] == 1} == {"task_arithmetic", "layer_path"}
+    assert all(r["path"] for r in rows if r["operator"] == "layer_path")
