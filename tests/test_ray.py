@@ -208,3 +208,23 @@ def test_a_worker_whose_driver_is_killed_ends_at_once(tmp_path: Path):
     finally:
         driver.kill()
         worker.kill()
+
+
+def test_layer_paths_on_two_workers_give_the_serial_run(local_ray, tiny_models: Path, tmp_path: Path):
+    """Data-flow-space crossover on workers that cannot see the run directory: each worker holds the crossover's
+    parents and builds its candidates' paths; the run is the serial one."""
+    from conftest import POPULATION
+    from test_layer_path import PATH_PIPELINE
+
+    from evomerge.evolution import Run
+
+    (tmp_path / "population.yaml").write_text(POPULATION.replace("MODELS", str(tiny_models / "models")))
+    runs = {}
+    for executor in ("{kind: serial}", "{kind: ray, workers: 2, files: object_store}"):
+        pipeline = tmp_path / f"paths-{len(runs)}.yaml"
+        pipeline.write_text(PATH_PIPELINE + f"executor: {executor}\n")
+        run = Run.start(pipeline, run_dir=tmp_path / f"run-{len(runs)}")
+        run.run()
+        runs[executor] = _snapshot(run.store, tiny_models / "models")
+    serial, ray_run = runs.values()
+    assert serial == ray_run and any(m["operator"] == "layer_path" for m in serial["members"])
