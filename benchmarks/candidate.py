@@ -235,7 +235,7 @@ def _bench_path(args, paths: dict, tok, scorer, root: Path) -> None:
 
     from evomerge.config import CrossoverOperator, PathSpec
     from evomerge.crossover.genome import Genome
-    from evomerge.crossover.layer_path import LayerPath, PathModel
+    from evomerge.crossover.layer_path import LayerPath
     from evomerge.crossover.merge import merge_to_disk
     from evomerge.models import load_model
 
@@ -246,17 +246,17 @@ def _bench_path(args, paths: dict, tok, scorer, root: Path) -> None:
     gen = torch.Generator().manual_seed(0)  # candidates as CMA-ES proposes them around its start (sigma 0.2)
     xs = [[v + 0.2 * float(torch.randn(1, generator=gen)) for v in genome.x0()] for _ in range(args.rounds)]
     t0 = time.perf_counter()
-    resident = PathModel(genome, {p: paths[p] for p in parents},
+    resident = LayerPath.resident(genome, {p: paths[p] for p in parents},
                          lambda path: load_model(path, dtype=args.dtype, device=args.device))
     setup = time.perf_counter() - t0
-    scorer.evaluate(resident.build(genome.params(genome.x0())), tok, "select")  # builds the tasks once
+    scorer.evaluate(resident.build(genome.params(genome.x0())["path"]), tok, "select")  # builds the tasks once
     rows = []
     for r, x in enumerate(xs):
         params = genome.params(x)
         LayerPath.check(genome, params)
         _sync(args.device)
         t = time.perf_counter()
-        model = resident.build(params)
+        model = resident.build(params["path"])
         _sync(args.device)
         built = time.perf_counter() - t
         acc_b = scorer.evaluate(model, tok, "select").results[args.task]["acc"]

@@ -655,7 +655,7 @@ def _path_cell(args, paths: dict, cfg, tok, scorer, device: str, emit) -> None:
     from candidate import _sync
     from evomerge.config import CrossoverOperator, PathSpec
     from evomerge.crossover.genome import Genome
-    from evomerge.crossover.layer_path import LayerPath, PathModel
+    from evomerge.crossover.layer_path import LayerPath
     from evomerge.models import load_model
 
     depth = cfg.num_hidden_layers
@@ -666,17 +666,17 @@ def _path_cell(args, paths: dict, cfg, tok, scorer, device: str, emit) -> None:
     _reset_peak(device)
     try:
         s = time.perf_counter()
-        resident = PathModel(genome, {n: paths[n] for n in ("p0", "p1")},
+        resident = LayerPath.resident(genome, {n: paths[n] for n in ("p0", "p1")},
                              lambda path: load_model(path, dtype=args.dtype, device=device))
         setup = time.perf_counter() - s
-        scorer.evaluate(resident.build(genome.params(xs[0])), tok, "select")  # warm
+        scorer.evaluate(resident.build(genome.params(xs[0])["path"]), tok, "select")  # warm
         builds, forwards, layers = [], [], []
         for x in xs[1:]:
             params = genome.params(x)
             LayerPath.check(genome, params)
             _sync(device)
             s = time.perf_counter()
-            model = resident.build(params)
+            model = resident.build(params["path"])
             _sync(device)
             m = time.perf_counter()
             scorer.evaluate(model, tok, "select")

@@ -16,7 +16,7 @@ from conftest import POPULATION, evomerge, make_model, model_tensors, run_and_ki
 from evomerge.config import CrossoverOperator, PathSpec
 from evomerge.crossover.genome import Genome
 from evomerge.crossover.kind import InvalidCandidate
-from evomerge.crossover.layer_path import LayerPath, PathModel
+from evomerge.crossover.layer_path import LayerPath
 
 
 @pytest.fixture(scope="module")
@@ -60,13 +60,13 @@ def test_the_fast_path_model_is_what_mergekit_yaml_builds(two_depths: dict[str, 
     def load(path):
         return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
 
-    paths = PathModel(genome, two_depths, load)
-    fast = paths.build(params)
+    paths = LayerPath.resident(genome, two_depths, load)
+    fast = paths.build(params["path"])
     ids = torch.randint(2, 250, (3, 19), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         for use_cache in (False, True):  # with a cache, the repeated layer must get its own slot
             assert (fast(ids, use_cache=use_cache).logits - built(ids, use_cache=use_cache).logits).abs().max() <= 1e-5
-        unscaled = paths.build({**params, "path": [[p, layer, 1.0] for p, layer, _ in params["path"]]})
+        unscaled = paths.build([[p, layer, 1.0] for p, layer, _ in params["path"]])
         assert (unscaled(ids).logits - built(ids).logits).abs().max() > 1e-3  # the scales are applied
         assert fast.config.num_hidden_layers == 3 + 4  # the shell is pointed anew per candidate
     assert sum(p.numel() for p in load(two_depths["a"]).parameters()) > 0

@@ -15,11 +15,11 @@ in a slice of its own with a per-tensor `scale`; an empty slice of parent `embed
 mergekit takes the embedding from the first slice and the norm and head from the last. `mergekit-yaml` rebuilds the
 child from it; its `num_hidden_layers` is the path's length.
 
-**Fast path.** A candidate copies no weights: `PathModel` holds the parents for the whole crossover and, per
-candidate, points a shell model's layer list at their layer modules in path order; a forward hook scales `o_proj`
-and `down_proj` while a layer runs at a crossing, and each step gives the attention its place in the path as its
-`layer_idx` (the KV-cache slot of a repeated layer). tests/test_layer_path.py checks it against `mergekit-yaml`'s
-model (float32, 1e-5).
+**Fast path** (evomerge/crossover/path_model.py). A candidate copies no weights: a `PathModel` holds the parents
+for the whole crossover and, per candidate, points a shell model's layer list at their layer modules in path order;
+a forward hook scales `o_proj` and `down_proj` while a layer runs at a crossing, and each step gives the attention
+its place in the path as its `layer_idx` (the KV-cache slot of a repeated layer). tests/test_layer_path.py checks it
+against `mergekit-yaml`'s model (float32, 1e-5).
 """
 from __future__ import annotations
 
@@ -178,91 +178,20 @@ class LayerPath(CrossoverKind):
     # ------------------------------------------------------------ candidates
 
     @classmethod
+    def resident(cls, genome, paths: dict[str, str], load: Any) -> Any:
+        """The crossover's parents held for its candidates (evomerge/crossover/path_model.py)."""
+        from evomerge.crossover.path_model import PathModel
+
+        return PathModel({p: paths[p] for p in genome.parents}, load=load, scaled=SCALED,
+                         embed=genome.parents[cls.settings(genome).embed_from])
+
+    @classmethod
     def candidate(cls, bench: Any, job: Any, candidate: Any) -> Any:
         cls.check(job.genome, candidate.params)
         if bench.cfg.engine == "fast":
-            return bench.resident(job, lambda: PathModel(job.genome, job.paths, bench.load)).build(candidate.params)
+            return bench.resident(job, lambda: cls.resident(job.genome, job.paths, bench.load)).build(
+                candidate.params[PATH])
         from evomerge.crossover.merge import merge_in_memory  # the reference engine: mergekit's stack, loaded
 
         config = job.merge_config(candidate.params)
         return bench.scratch(bench.holding(merge_in_memory(config, seed=job.seed, device=bench.device), like=config))
-
-
-class PathModel:
-    """A crossover's parents held in memory (`load`: a model directory -> a model), and one shell model whose layer
-    list is pointed at their layers."""
-
-    def __init__(self, genome: Any, paths: dict[str, str], load: Any) -> None:
-        import copy
-
-        self.parents = {name: load(paths[name]).eval() for name in genome.parents}
-        owner = self.parents[genome.parents[LayerPath.settings(genome).embed_from]]
-        prefix = owner.base_model_prefix
-        self.model = copy.copy(owner)                    # shares the owner's embedding, norm, head and rotary
-        self.model._modules = dict(owner._modules)       # ... but not its module table
-        inner = copy.copy(getattr(owner, prefix))
-        inner._modules = dict(inner._modules)
-        self.model._modules[prefix] = inner
-        self.model.config = inner.config = copy.deepcopy(owner.config)
-        self._decoder = inner
-        self._layers = {name: list(getattr(m, prefix).layers) for name, m in self.parents.items()}
-        for layers in self._layers.values():
-            for layer in layers:
-                layer._evomerge_scale = 1.0
-                for name, module in layer.named_modules():
-                    if name.split(".")[-1] in SCALED:
-                        module.register_forward_hook(_scaling(layer))
-
-    def build(self, params: dict):
-        """The shell, its layers pointed at the path's (no weights copied)."""
-        import torch
-
-        steps = [_Step(self._layers[parent][layer], scale, index)
-                 for index, (parent, layer, scale) in enumerate(params[PATH])]
-        self._decoder.layers = torch.nn.ModuleList(steps)
-        self.model.config.num_hidden_layers = len(steps)
-        return self.model
-
-
-def _scaling(layer):
-    def hook(_module, _inputs, output):
-        return output if layer._evomerge_scale == 1.0 else output * layer._evomerge_scale
-    return hook
-
-
-def _step_class():
-    import torch
-
-    class Step(torch.nn.Module):
-        """One place in the path: a parent's layer, run with its place as its KV-cache index and its scale."""
-
-        def __init__(self, layer, scale: float, index: int) -> None:
-            super().__init__()
-            self.layer = layer
-            self.scale = scale
-            self.index = index
-            self._indexed = [m for m in layer.modules() if hasattr(m, "layer_idx")]
-
-        def forward(self, *args, **kwargs):
-            saved = [m.layer_idx for m in self._indexed]
-            for m in self._indexed:
-                m.layer_idx = self.index
-            self.layer._evomerge_scale = self.scale
-            try:
-                return self.layer(*args, **kwargs)
-            finally:
-                self.layer._evomerge_scale = 1.0
-                for m, idx in zip(self._indexed, saved):
-                    m.layer_idx = idx
-
-    return Step
-
-
-_STEP: Optional[type] = None
-
-
-def _Step(layer, scale: float, index: int):  # noqa: N802 - builds the torch module class on first use (no torch import)
-    global _STEP
-    if _STEP is None:
-        _STEP = _step_class()
-    return _STEP(layer, scale, index)
