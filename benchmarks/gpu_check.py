@@ -11,8 +11,8 @@ step's failure, with its error, and the next step still runs; peak memory is per
 - merge (7B-shaped, Llama-2-7B dimensions, bfloat16): one crossover per method (linear, ties, dare_ties,
   task_arithmetic, slerp) of 2 and of 3 parents: a candidate's merge time against the bandwidth floor, peak memory
   (`torch.cuda.max_memory_allocated`) next to benchmarks/memory_plan.py's prediction, and whether it fits an
-  80 GB GPU; and the scorer's time on 100 documents against its FLOP floor (benchmarks/candidate.py's floors).
-  (layer_path joins when it lands.)
+  80 GB GPU; and the scorer's time on 100 documents against its FLOP floor (benchmarks/candidate.py's floors);
+  then a layer path over 2 parents: building a candidate against its own forward pass.
 - masks (the 0.6B shape, float32): DARE-TIES's fast path on the device draws exactly the masks of mergekit's merge
   on the same device (`merge_in_memory(device=...)`), and TIES's fast path differs from mergekit only at exact ties
   of the k-th magnitude (where mergekit's unstable argsort decides).
@@ -372,6 +372,7 @@ def step_masks(args, emit) -> None:
 
     from evomerge.crossover.fast import ResidentMerge
     from evomerge.crossover.merge import merge_in_memory
+    from evomerge.crossover.methods.ties import kth_largest
     from evomerge.models import load_model
 
     device = _device(args)
@@ -388,18 +389,24 @@ def step_masks(args, emit) -> None:
     xs = [[0.5, 0.37, 0.8, 0.61], [0.9, 0.2, 0.4, 0.95]]
     fast = ResidentMerge(genome, config(genome, xs[0]), seed=7, device=device)
     model = load_model(paths["base"], device=device)
-    same = tensors = 0
-    worst = 0.0
-    for x in xs:
-        fast.write(genome.params(x), model)
-        ours = dict(model.named_parameters())
-        for name, theirs in merge_in_memory(config(genome, x), seed=7, device=device).items():
-            tensors += 1
-            same += bool(torch.equal(ours[name] == base[name], theirs.to(device) == base[name]))
-            worst = max(worst, float((ours[name] - theirs.to(device)).abs().max()))
+    same = tensors = off = 0
+    worst, where = 0.0, "-"
+    with torch.no_grad():
+        for x in xs:
+            fast.write(genome.params(x), model)
+            ours = dict(model.named_parameters())
+            for name, theirs in merge_in_memory(config(genome, x), seed=7, device=device).items():
+                theirs = theirs.to(device)
+                tensors += 1
+                same += bool(torch.equal(ours[name] == base[name], theirs == base[name]))
+                diff = (ours[name] - theirs).abs()
+                off += int((diff > 1e-6).sum())
+                if float(diff.max()) > worst:
+                    worst, where = float(diff.max()), name
     emit("DARE-TIES masks: fast path vs mergekit, both on " + device, "ok" if same == tensors and worst <= 1e-6
          else "MISS", result=f"{same}/{tensors} tensors with the same mask; max abs diff {worst:.1e}",
-         reference="all equal, <= 1e-6", note=f"{len(xs)} candidates, float32, seed 7")
+         reference="all equal, <= 1e-6", note=f"{len(xs)} candidates, float32, seed 7; {off} entries off by more "
+                                             f"than 1e-6" + (f", the most in {where}" if off else ""))
     del fast
 
     # TIES: away from exact ties of the k-th magnitude the merges agree
@@ -418,10 +425,10 @@ def step_masks(args, emit) -> None:
         for parent in ("p0", "p1"):
             tv = (_tensor(paths[parent], name, device) - base[name]).abs().reshape(-1)
             k = max(1, int(params[parent]["density"][0] * tv.numel()))
-            at_a_tie |= tv == tv.kthvalue(tv.numel() - k + 1).values
+            at_a_tie |= tv == kth_largest(tv, k)
         differing += int(differs.sum())
         away += int((differs & ~at_a_tie).sum())
-    emit("TIES: fast path (kthvalue) vs mergekit on " + device, "ok" if away == 0 else "MISS",
+    emit("TIES: fast path (kth_largest) vs mergekit on " + device, "ok" if away == 0 else "MISS",
          result=f"{differing} entries differ, {away} of them away from a tie", reference="0 away from a tie",
          note="mergekit's unstable argsort decides among equal magnitudes")
 

@@ -67,7 +67,7 @@ def resident_bytes_per_weight(method: str, parents: int, dtype: str, root: Path)
 
 @contextlib.contextmanager
 def as_on_a_gpu():
-    """TIES and DARE as they run on a GPU (kthvalue and masks redrawn per candidate, nothing kept), on any device."""
+    """TIES and DARE as they run on a GPU (kth_largest and masks redrawn per candidate, nothing kept), on any device."""
     from evomerge.crossover.methods.dare_ties import DareTies
     from evomerge.crossover.methods.ties import Ties
 
@@ -96,9 +96,10 @@ def plan_gib(method: str, parents: int, dtype: str, weights: int, largest: int, 
     width = torch.tensor([], dtype=getattr(torch, dtype)).element_size()
     with as_on_a_gpu():
         per_weight = resident_bytes_per_weight(method, parents, dtype, root)
-    # bytes per entry of the largest tensor while a candidate is written: TIES's magnitudes and kthvalue's copy of
-    # them; DARE's full_like density tensor and its bernoulli mask; all in the merge dtype
-    transient = {"ties": 2 * width, "dare_ties": 2 * width}.get(method, 0)
+    # bytes per entry of the largest tensor while a candidate is written: TIES's magnitudes, kth_largest's digits,
+    # its selection mask and the entries still in play; DARE's bernoulli mask, then mergekit's masked copy and its
+    # magnitudes for the kept L1; all in the merge dtype
+    transient = {"ties": 3 * width + 1, "dare_ties": 3 * width}.get(method, 0)
     resident = per_weight * weights / GIB
     total = resident + width * weights / GIB
     return per_weight, resident, total, total + transient * largest / GIB

@@ -82,12 +82,32 @@ def test_dare_draws_mergekits_masks_in_either_mode_and_dtype(tiny_models: Path, 
                 assert float((ours[name] - theirs).abs().max()) <= 1e-6
 
 
-@pytest.mark.parametrize("bands", [True, False], ids=["rank bands (a CPU)", "kthvalue per candidate (a GPU)"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_kth_largest_is_kthvalue(dtype):
+    """TIES's threshold on a GPU (radix select by bincount, since torch's CUDA kthvalue runs one thread block per
+    slice) is torch's kthvalue exactly: every k at the edges and in between, with ties, zeros and subnormals."""
+    from evomerge.crossover.methods.ties import kth_largest
+
+    gen = torch.Generator().manual_seed(0)
+    for n in (1, 2, 255, 257, 4099):
+        x = (0.02 * torch.randn(n, generator=gen)).abs().to(getattr(torch, dtype))
+        if n > 8:
+            x[::5] = x[3]  # thousands of exact ties
+            x[1::7] = 0.0
+            x[2::11] = torch.finfo(x.dtype).tiny / 4  # subnormal
+        for k in sorted({1, 2, n // 3, n // 2, n - 1, n} & set(range(1, n + 1))):
+            ours, theirs = kth_largest(x, k), x.kthvalue(n - k + 1).values
+            assert ours.dtype == x.dtype and torch.equal(ours, theirs), (n, k, ours, theirs)
+    with pytest.raises(ValueError, match="outside"):
+        kth_largest(x, 0)
+
+
+@pytest.mark.parametrize("bands", [True, False], ids=["rank bands (a CPU)", "kth_largest per candidate (a GPU)"])
 def test_ties_masks_differ_from_mergekits_only_at_exact_ties(tmp_path: Path, monkeypatch, bands):
     """Task vectors whose magnitudes take three values, so the k-th largest is tied with thousands of entries.
     mergekit keeps k of them in its argsort's order (not a stable sort, so arbitrary among equals); the fast path
     keeps every entry equal to the k-th, holding one byte per weight instead of an int32 rank (a CPU), or nothing
-    besides the task vector (a GPU: kthvalue per candidate; run here on the CPU). The merges may differ at those
+    besides the task vector (a GPU: kth_largest per candidate; run here on the CPU). The merges may differ at those
     entries and nowhere else."""
     from safetensors.torch import load_file, save_file
 

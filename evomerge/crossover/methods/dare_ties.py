@@ -92,8 +92,15 @@ class DareTies(TaskVectorMethod):
                 us.append(tv), scales.append(1.0), dens.append(math.inf)
                 continue
             u, threshold = self._uniforms(tv, density)
-            kept = float(self.kept_l1(tv, u, self.vec([threshold], u.dtype)[0]))
-            scales.append(1.0 if float(l1) < RESCALE_EPS or kept < RESCALE_EPS else float(l1 / torch.tensor(kept)))
+            if self._stream is None:
+                # mergekit's rescaled_masked_tensor, op for op in the work dtype: the same sums, so the same scale.
+                # A scale one ulp off flips the elected sign where two deltas nearly cancel (gpu_check: 5e-4 off)
+                work = tv.to(self._work)
+                before, after = work.abs().sum(), (work * u.neg().add_(1)).abs().sum()
+            else:
+                before, after = l1, self.kept_l1(tv, u, self.vec([threshold], u.dtype)[0])
+            scales.append(1.0 if float(before) < RESCALE_EPS or float(after) < RESCALE_EPS
+                          else float(before / after.to(before.dtype)))
             us.append(u), dens.append(threshold)
         self.kernel(out, t.base, t.inputs, us, self.vec(dens, torch.float32),
                     self.vec(scales, t.base.dtype), self.vec(w, t.base.dtype))

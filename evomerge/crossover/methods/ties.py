@@ -83,20 +83,52 @@ def band_all(tensors: list[ResidentTensor]) -> None:
 def kth_threshold(tv, bands, k: int):
     """The k-th largest |tv| (a 0-dim tensor of tv's dtype): with `bands`, found among the entries of the rank band
     that holds rank k-1 only (about numel / BANDS of them: one byte compare over the tensor, then a small
-    kthvalue); without, by one kthvalue over every entry. Keeping |tv| >= it keeps mergekit's k entries and any
+    kthvalue); without, by `kth_largest` over every entry. Keeping |tv| >= it keeps mergekit's k entries and any
     entry of exactly the same magnitude: where mergekit's argsort order among exact ties decides, the masks may
     differ, and only there."""
     n = tv.numel()
     if bands is None:
-        return tv.abs().kthvalue(n - k + 1).values
+        return kth_largest(tv.abs(), k)
     j = (k - 1) * BANDS // n
     start = -(-j * n // BANDS)  # ceil(j·n / BANDS): the rank band j starts at
     inside = tv[bands == j].abs()
     return inside.kthvalue(inside.numel() - (k - start) + 1).values
 
 
+_BITS = {"float32": "int32", "bfloat16": "int16", "float16": "int16"}
+
+
+def kth_largest(x, k: int):
+    """The k-th largest entry of `x` (non-negative, no NaN; any shape) as a 0-dim tensor of its dtype: exactly
+    `x.reshape(-1).kthvalue(x.numel() - k + 1).values`, found by radix select. A non-negative float's bits, read as
+    an integer, order as its value; each 8-bit digit from the top is one 256-bin `bincount` over the entries that
+    still share the digits chosen so far (2 passes for 16-bit floats, 4 for float32). torch's CUDA kthvalue runs
+    one thread block per slice, so over one whole task vector it uses one of the GPU's multiprocessors: on an H200,
+    0.168 s for a 45M-entry bfloat16 tensor against 0.0045 s here, and a 7B TIES candidate of two parents did not
+    finish within gpu_check's 170 s with it (2.6 s with this; benchmarks/RESULTS.md)."""
+    import torch
+
+    if x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise TypeError(f"kth_largest takes float32, bfloat16 or float16, not {x.dtype}")
+    if not 1 <= k <= x.numel():
+        raise ValueError(f"k = {k} is outside 1..{x.numel()}")
+    keys = x.reshape(-1).view(getattr(torch, _BITS[str(x.dtype).removeprefix("torch.")]))
+    width = keys.element_size() * 8
+    prefix = 0
+    for shift in range(width - 8, -1, -8):
+        digit = keys.bitwise_right_shift(shift).bitwise_and_(0xFF)
+        at_least = torch.bincount(digit, minlength=256).flip(0).cumsum(0)  # [i]: entries whose digit >= 255 - i
+        i = int(torch.searchsorted(at_least, k))  # the first i with at_least[i] >= k
+        if i:
+            k -= int(at_least[i - 1])
+        prefix |= (255 - i) << shift
+        if shift:
+            keys = keys[digit == 255 - i]
+    return torch.tensor(prefix, dtype=keys.dtype).view(x.dtype).to(x.device)
+
+
 class Ties(TaskVectorMethod):
-    """The k-th largest magnitude of each task vector, per candidate: on a GPU by `kthvalue` over the resident task
+    """The k-th largest magnitude of each task vector, per candidate: on a GPU by `kth_largest` over the resident task
     vector (nothing kept besides it); on a CPU, where that select over every entry costs more than the merge, from
     the rank bands computed once per crossover (one byte per entry)."""
 
