@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -229,41 +230,56 @@ def _bench_method(method: str, args, paths: dict, model, tok, scorer, task_cfg, 
     return out
 
 
+def path_proposals(parents: tuple[str, ...], depth: int, n: int):
+    """A layer path's genome over parents of `depth` layers (paths of up to twice that), and `n` proposals as
+    CMA-ES draws them around its start (sigma 0.2, seed 0)."""
+    from evomerge.config import CrossoverOperator, PathSpec
+    from evomerge.crossover.genome import Genome
+
+    genome = Genome(CrossoverOperator(method="layer_path", path=PathSpec(max_layers=2 * depth)), parents, depth,
+                    depths=(depth,) * len(parents))
+    gen = torch.Generator().manual_seed(0)
+    return genome, [[v + 0.2 * float(torch.randn(1, generator=gen)) for v in genome.x0()] for _ in range(n)]
+
+
+def timed_path(resident, genome, x, scorer, tok, device: str) -> tuple[dict, float, float, Any]:
+    """One layer-path candidate on the resident parents: (its params, seconds to build it, seconds to score it on
+    the select split, the Scored)."""
+    from evomerge.crossover.layer_path import LayerPath
+
+    params = genome.params(x)
+    LayerPath.check(genome, params)
+    _sync(device)
+    t = time.perf_counter()
+    model = resident.build(params["path"])
+    _sync(device)
+    built = time.perf_counter()
+    scored = scorer.evaluate(model, tok, "select")
+    _sync(device)
+    return params, built - t, time.perf_counter() - built, scored
+
+
 def _bench_path(args, paths: dict, tok, scorer, root: Path) -> None:
     """A layer path per candidate: (b) build (no copy) + score, against (a) mergekit to disk + load + score."""
     from transformers import AutoConfig
 
-    from evomerge.config import CrossoverOperator, PathSpec
-    from evomerge.crossover.genome import Genome
     from evomerge.crossover.layer_path import LayerPath
     from evomerge.crossover.merge import merge_to_disk
     from evomerge.models import load_model
 
     parents = ("child-a", "child-b")
     depth = AutoConfig.from_pretrained(paths["base"]).num_hidden_layers
-    genome = Genome(CrossoverOperator(method="layer_path", path=PathSpec(max_layers=2 * depth)), parents, depth,
-                    depths=(depth, depth))
-    gen = torch.Generator().manual_seed(0)  # candidates as CMA-ES proposes them around its start (sigma 0.2)
-    xs = [[v + 0.2 * float(torch.randn(1, generator=gen)) for v in genome.x0()] for _ in range(args.rounds)]
+    genome, xs = path_proposals(parents, depth, args.rounds)
     t0 = time.perf_counter()
     resident = LayerPath.resident(genome, {p: paths[p] for p in parents},
-                         lambda path: load_model(path, dtype=args.dtype, device=args.device))
+                                  lambda path: load_model(path, dtype=args.dtype, device=args.device))
     setup = time.perf_counter() - t0
     scorer.evaluate(resident.build(genome.params(genome.x0())["path"]), tok, "select")  # builds the tasks once
     rows = []
     for r, x in enumerate(xs):
-        params = genome.params(x)
-        LayerPath.check(genome, params)
-        _sync(args.device)
-        t = time.perf_counter()
-        model = resident.build(params["path"])
-        _sync(args.device)
-        built = time.perf_counter() - t
-        acc_b = scorer.evaluate(model, tok, "select").results[args.task]["acc"]
-        _sync(args.device)
-        forward = time.perf_counter() - t - built
+        params, built, forward, scored = timed_path(resident, genome, x, scorer, tok, args.device)
         row = {"layers": len(params["path"]), "label": LayerPath.describe(params), "build": built,
-               "forward": forward, "acc_b": acc_b}
+               "forward": forward, "acc_b": scored.results[args.task]["acc"]}
         if args.baseline:
             config = genome.merge_config(params, paths=paths, base_path=None, dtype=args.dtype)
             out = root / "merged"

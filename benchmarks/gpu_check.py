@@ -659,37 +659,23 @@ def _path_cell(args, paths: dict, cfg, tok, scorer, device: str, emit) -> None:
     copy) against its own forward pass (the scoring), and the memory of the parents held for the crossover."""
     import torch
 
-    from candidate import _sync
-    from evomerge.config import CrossoverOperator, PathSpec
-    from evomerge.crossover.genome import Genome
+    from candidate import path_proposals, timed_path
     from evomerge.crossover.layer_path import LayerPath
     from evomerge.models import load_model
 
-    depth = cfg.num_hidden_layers
-    genome = Genome(CrossoverOperator(method="layer_path", path=PathSpec(max_layers=2 * depth)), ("p0", "p1"),
-                    depth, depths=(depth, depth))
-    gen = torch.Generator().manual_seed(0)
-    xs = [[v + 0.2 * float(torch.randn(1, generator=gen)) for v in genome.x0()] for _ in range(4)]
+    genome, xs = path_proposals(("p0", "p1"), cfg.num_hidden_layers, 4)
     _reset_peak(device)
     try:
         s = time.perf_counter()
         resident = LayerPath.resident(genome, {n: paths[n] for n in ("p0", "p1")},
-                             lambda path: load_model(path, dtype=args.dtype, device=device))
+                                      lambda path: load_model(path, dtype=args.dtype, device=device))
         setup = time.perf_counter() - s
         scorer.evaluate(resident.build(genome.params(xs[0])["path"]), tok, "select")  # warm
         builds, forwards, layers = [], [], []
         for x in xs[1:]:
-            params = genome.params(x)
-            LayerPath.check(genome, params)
-            _sync(device)
-            s = time.perf_counter()
-            model = resident.build(params["path"])
-            _sync(device)
-            m = time.perf_counter()
-            scorer.evaluate(model, tok, "select")
-            _sync(device)
-            builds.append(m - s)
-            forwards.append(time.perf_counter() - m)
+            params, build, forward, _ = timed_path(resident, genome, x, scorer, tok, device)
+            builds.append(build)
+            forwards.append(forward)
             layers.append(len(params["path"]))
     except torch.OutOfMemoryError as e:
         emit("layer_path, 2 parents", "MISS", result="out of memory", note=str(e).splitlines()[0][:200])

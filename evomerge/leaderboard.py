@@ -78,12 +78,11 @@ def rows(store: Store, pipeline: PipelineConfig, *, split: str = "select", paret
 
 def _path(member) -> Optional[str]:
     """A layer-path child's path as its crossover kind labels it; None for every other member."""
-    from evomerge.lineage import operator_class
+    from evomerge.lineage import drawn_path, operator_class
 
-    kind, merge = operator_class(member.operator), member.params.get("merge", {}) if member.params else {}
-    if kind is None or getattr(kind, "drawn_path", lambda _: None)(merge) is None:
+    if drawn_path(member) is None:
         return None
-    return kind.describe(merge)
+    return operator_class(member.operator).describe(member.params["merge"])
 
 
 def beats_every_seed(table: list[Row]) -> tuple[set[str], bool]:

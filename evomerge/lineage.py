@@ -24,6 +24,13 @@ def operator_class(operator: str):
     return None
 
 
+def drawn_path(member: MemberRecord):
+    """A layer-path child's layers as runs (its crossover kind's `drawn_path`); None for every other member."""
+    kind = operator_class(member.operator)
+    drawn = getattr(kind, "drawn_path", None)  # crossover kinds have it, mutation operators not
+    return drawn((member.params or {}).get("merge", {})) if drawn is not None else None
+
+
 def operator_colors() -> dict[str, str]:
     """Okabe-Ito colours (readable with every common colour-vision deficiency), one per operator, shared by the
     DOT output, the HTML report and the plots so that an operator looks the same everywhere."""

@@ -55,6 +55,7 @@ class Workbench:
         self._resident = None                      # the evaluation model candidates are written into
         self._mergers: OrderedDict[tuple[int, int], Any] = OrderedDict()  # (generation, slot) -> resident parents
         self._keep = resident_merges  # crossovers whose parents stay in memory at once (the latest used)
+        self._scratch = None                       # the reference engine's last layer-path candidate
 
     @cached_property
     def device(self) -> str:
@@ -89,21 +90,25 @@ class Workbench:
             return self.load(source.model_dir)
         from evomerge.crossover.merge import merge_in_memory
 
-        return self.holding(merge_in_memory(source.merge, seed=source.merge_seed, device=self.device), like=source.merge)
+        merged = merge_in_memory(source.merge, seed=source.merge_seed, device=self.device)
+        return self.holding(merged, like=source.merge)
 
     def holding(self, tensors: dict, *, like):
         """A model holding merged `tensors`: the architecture of the first model mergekit config `like` reads, with
         as many decoder layers as the tensors have (a layer path's child may have any number)."""
         from evomerge.crossover.merge import first_model, layers_in, load_into
 
+        from transformers import AutoConfig
+
         path = first_model(like)
-        model = self.load(path)  # the architecture; every tensor is replaced
+        config = AutoConfig.from_pretrained(path)
         depth = layers_in(tensors)
-        if depth != model.config.num_hidden_layers:
+        if depth == config.num_hidden_layers:
+            model = self.load(path)  # the architecture; every tensor is replaced
+        else:  # another depth: built empty from the config, never loaded only to be dropped
             import torch
             from transformers import AutoModelForCausalLM
 
-            config = model.config
             config.num_hidden_layers = depth
             model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, self.cfg.dtype)).to(self.device)
         load_into(model, tensors)
@@ -159,7 +164,7 @@ class Workbench:
 
     def scratch(self, model):
         """A model built for one candidate only (the reference engine's layer path): the previous one is forgotten."""
-        if getattr(self, "_scratch", None) is not None and self._scorer is not None:
+        if self._scratch is not None and self._scorer is not None:
             self._scorer.release(self._scratch)
         self._scratch = model
         return model

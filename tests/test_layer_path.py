@@ -38,7 +38,8 @@ def _vector(genome: Genome, on: list[int], scales: list[float]) -> list[float]:
     return x
 
 
-def test_the_fast_path_model_is_what_mergekit_yaml_builds(two_depths: dict[str, str], tmp_path: Path):
+def test_the_fast_path_model_is_what_mergekit_yaml_builds(two_depths: dict[str, str], tmp_path: Path,
+                                                          tiny_pipeline: Path):
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -71,6 +72,17 @@ def test_the_fast_path_model_is_what_mergekit_yaml_builds(two_depths: dict[str, 
         assert fast.config.num_hidden_layers == 3 + 4  # the shell is pointed anew per candidate
     assert sum(p.numel() for p in load(two_depths["a"]).parameters()) > 0
     assert fast.model.embed_tokens is paths.parents["a"].model.embed_tokens  # referenced, not copied
+
+    # the reference engine's candidate: mergekit's tensors held in a model of the path's depth
+    from evomerge.config import load_pipeline
+    from evomerge.crossover.merge import merge_in_memory
+    from evomerge.workbench import BenchSpec, Workbench
+
+    bench = Workbench(BenchSpec(load_pipeline(tiny_pipeline).pipeline, (), str(tiny_pipeline), ""))
+    held = bench.holding(merge_in_memory(config, seed=0), like=config).eval()
+    assert held.config.num_hidden_layers == 7
+    with torch.no_grad():
+        assert (held(ids).logits - built(ids).logits).abs().max() <= 1e-5
 
 
 def test_an_empty_or_too_long_path_is_an_invalid_candidate():

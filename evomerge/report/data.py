@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from evomerge.config import SPLITS, PipelineConfig
-from evomerge.lineage import edge_label, operator_class, operator_color, operator_colors, operator_kind
+from evomerge.lineage import drawn_path, edge_label, operator_class, operator_color, operator_colors, operator_kind
 from evomerge.outcomes import task_se
 from evomerge.records import MemberRecord, MemberState, ScoreRow, candidate_subject, member_subject
 from evomerge.scores import Scores, ScoreBoard
@@ -169,8 +169,6 @@ def _members(store: Store, members: list[MemberRecord], scores: dict[str, dict[i
     tree = layout(members)
     out = []
     for m in members:
-        kind = operator_class(m.operator)
-        drawn = getattr(kind, "drawn_path", None)
         per = {which: scores[which][m.id] for which in SPLITS}
         tasks = {t: {**{w: _num(s.tasks[t]) for w, s in per.items()}, **{f"{w}_se": _num(s.se.get(t))
                                                                           for w, s in per.items()}}
@@ -186,7 +184,7 @@ def _members(store: Store, members: list[MemberRecord], scores: dict[str, dict[i
             **{w: _num(s.weighted) for w, s in per.items()}, **{f"{w}_se": _num(s.weighted_se) for w, s in per.items()},
             "tasks": tasks, "scores": _score_rows(store.scores(member_subject(m.id), any_limit=True)),
             "col": col, "row": row,
-            "path": drawn(m.params.get("merge", {})) if drawn is not None else None,
+            "path": drawn_path(m),
         })
     return out
 

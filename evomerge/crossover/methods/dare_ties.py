@@ -48,7 +48,8 @@ class DareTies(TaskVectorMethod):
 
     def prepare(self, t: ResidentTensor, parents: list, base) -> None:
         super().prepare(t, parents, base)
-        t.aux["l1"] = [tv.float().abs().sum() for tv in t.inputs]  # as mergekit sums it
+        if self.keeps_stream(self.device):  # the rescale's first sum, once (a GPU redoes mergekit's per candidate)
+            t.aux["l1"] = [tv.float().abs().sum() for tv in t.inputs]
 
     def finish(self, tensors: list[ResidentTensor], *, seed: int, dtype) -> None:
         import torch
@@ -87,7 +88,7 @@ class DareTies(TaskVectorMethod):
         w = self.values(params, WEIGHT, t.group)
         densities = self.values(params, DENSITY, t.group, default=1.0)
         us, scales, dens = [], [], []
-        for tv, l1, density in zip(t.inputs, t.aux["l1"], densities):
+        for j, (tv, density) in enumerate(zip(t.inputs, densities)):
             if density >= 1:  # mergekit's bernoulli(): no draw, no rescale
                 us.append(tv), scales.append(1.0), dens.append(math.inf)
                 continue
@@ -98,7 +99,7 @@ class DareTies(TaskVectorMethod):
                 work = tv.to(self._work)
                 before, after = work.abs().sum(), (work * u.neg().add_(1)).abs().sum()
             else:
-                before, after = l1, self.kept_l1(tv, u, self.vec([threshold], u.dtype)[0])
+                before, after = t.aux["l1"][j], self.kept_l1(tv, u, self.vec([threshold], u.dtype)[0])
             scales.append(1.0 if float(before) < RESCALE_EPS or float(after) < RESCALE_EPS
                           else float(before / after.to(before.dtype)))
             us.append(u), dens.append(threshold)

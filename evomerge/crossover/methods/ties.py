@@ -95,9 +95,6 @@ def kth_threshold(tv, bands, k: int):
     return inside.kthvalue(inside.numel() - (k - start) + 1).values
 
 
-_BITS = {"float32": "int32", "bfloat16": "int16", "float16": "int16"}
-
-
 def kth_largest(x, k: int):
     """The k-th largest entry of `x` (non-negative, no NaN; any shape) as a 0-dim tensor of its dtype: exactly
     `x.reshape(-1).kthvalue(x.numel() - k + 1).values`, found by radix select. A non-negative float's bits, read as
@@ -108,11 +105,12 @@ def kth_largest(x, k: int):
     finish within gpu_check's 170 s with it (2.6 s with this; benchmarks/RESULTS.md)."""
     import torch
 
-    if x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+    bits = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16}.get(x.dtype)
+    if bits is None:
         raise TypeError(f"kth_largest takes float32, bfloat16 or float16, not {x.dtype}")
     if not 1 <= k <= x.numel():
         raise ValueError(f"k = {k} is outside 1..{x.numel()}")
-    keys = x.reshape(-1).view(getattr(torch, _BITS[str(x.dtype).removeprefix("torch.")]))
+    keys = x.reshape(-1).view(bits)
     width = keys.element_size() * 8
     prefix = 0
     for shift in range(width - 8, -1, -8):
