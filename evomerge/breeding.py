@@ -21,7 +21,7 @@ class Breeding:
         self.ctx = ctx
         self.scoring = scoring
         self.parents = PARENT_SELECTORS.get(ctx.cfg.parent_selection.kind)(ctx.cfg.parent_selection)
-        self.crossover = CrossoverStage(ctx, self.parents)
+        self.crossover = CrossoverStage(ctx, self.parents, scoring.estimates)
         self.mutation = mutation
 
     def child(self, generation: int, slot: int, pool: list[int]) -> int:

@@ -245,6 +245,7 @@ def _open(run_dir: Path):
 
 def _leaderboard(args) -> int:
     from evomerge import leaderboard
+    from evomerge.scores import ScoreBoard
 
     store, loaded = _open(args.run_dir)
     table = leaderboard.rows(store, loaded.pipeline, split=args.split, pareto=args.pareto, intermediates=args.all)
@@ -252,12 +253,17 @@ def _leaderboard(args) -> int:
     if args.format == "table":
         spec = loaded.pipeline.fitness.split(args.split)
         weights = ", ".join(f"{t.task} {t.metric} ×{t.weight:g}" for t in loaded.pipeline.fitness.tasks)
+        estimated = any(r.estimated for r in table)
+        anchors = ScoreBoard(store, loaded.pipeline.fitness).anchors(args.split) if estimated else {}
         leaderboard.print_table(
             table, split=args.split, task_names=names,
             title=f"{loaded.pipeline.name}: {args.split} split '{spec.split}'"
                   f"{'' if spec.limit is None else f' (first {spec.limit} docs per task)'}",
             docs_note=f"weighted = {weights}; ± one standard error over documents; "
-                      + ("green: better than every seed member, its 95% paired interval above 0 (evomerge compare)"
+                      + (f"≈: estimated from {_anchor_count(anchors)} anchor documents per task (fitness.select."
+                         "estimator), ± the estimate's standard error; seeds are scored on every document; green: "
+                         "see the report split, where every member is scored on every document" if estimated else
+                         "green: better than every seed member, its 95% paired interval above 0 (evomerge compare)"
                          if leaderboard.beats_every_seed(table)[1] else
                          "green: above every seed member's score (no per-document outcomes to pair in this run)")
                       + ("" if args.split == "report" else "; the report split is held out from selection")
@@ -268,14 +274,22 @@ def _leaderboard(args) -> int:
     return 0
 
 
+def _anchor_count(anchors: dict) -> str:
+    """`30 of 300` (or `30 of 283-300` where tasks differ in size), the anchors per task of an estimated split."""
+    counts = sorted({len(a.docs) for a in anchors.values()})
+    sizes = sorted({len(a.strata) for a in anchors.values()})
+    span = lambda v: str(v[0]) if len(v) == 1 else f"{v[0]}-{v[-1]}"  # noqa: E731
+    return f"{span(counts)} of {span(sizes)}" if counts else "some"
+
+
 def _split_score(store, loaded, which: str = "select"):
     from evomerge.scores import ScoreBoard
 
     board = ScoreBoard(store, loaded.pipeline.fitness)
 
-    def score(member_id: int) -> tuple[Optional[float], Optional[float]]:
+    def score(member_id: int) -> tuple[Optional[float], Optional[float], bool]:
         s = board.member(member_id, which)
-        return s.weighted, s.weighted_se
+        return s.weighted, s.weighted_se, bool(s.estimator)
 
     return score
 
@@ -358,7 +372,9 @@ def _status(args) -> int:
 
     table = [r for r in leaderboard.rows(store, pipe, split="select", vs_seeds=False) if r.score is not None]
     if table:
-        print(f"best       {table[0].member} select {fmt_pm(table[0].score, table[0].se)} (± one standard error)")
+        best = table[0]
+        print(f"best       {best.member} select {'≈' if best.estimated else ''}{fmt_pm(best.score, best.se)} (± one "
+              "standard error" + ("; ≈ an estimate from anchor documents)" if best.estimated else ")"))
     for _, _, d in store.events(kind="member_failed"):
         print(f"failed     {d['name']}: {d['reason']} (left out of selection)")
     started = store.events(kind="run_started")
@@ -456,6 +472,24 @@ def _report(args) -> int:
     return 0
 
 
+def _compare_scores(board, a, b, split: str):
+    """Both members' scores on `split`, each on every document; an estimate from anchors pairs with nothing."""
+    sa, sb = board.member(a.id, split), board.member(b.id, split)
+    estimated = [m.name for m, s in ((a, sa), (b, sb)) if s.estimator]
+    if estimated:
+        raise EvomergeError(f"{' and '.join(estimated)} {'has' if len(estimated) == 1 else 'have'} on the "
+                            f"{split} split only an estimate from anchor documents (fitness.select.estimator), "
+                            "which pairs with nothing document by document. Fix: compare on the report split (the "
+                            "default), where every member is scored on every document")
+    if sa.doc_weights or sb.doc_weights:  # two members scored on every document, in a run that estimates the others
+        sa, sb = board.of(f"member:{a.id}", split, exact=True), board.of(f"member:{b.id}", split, exact=True)
+    for m, s in ((a, sa), (b, sb)):
+        if s.weighted is None:
+            raise EvomergeError(f"{m.name} has no {split} score on every task ({m.state.value}). Fix: compare "
+                                f"members that `evomerge leaderboard --split {split}` lists with a score")
+    return sa, sb
+
+
 def _compare(args) -> int:
     from evomerge.outcomes import ITERATIONS, SEED
     from evomerge.scores import ScoreBoard
@@ -464,11 +498,7 @@ def _compare(args) -> int:
     fitness = loaded.pipeline.fitness
     board = ScoreBoard(store, fitness)
     a, b = (_member(store, name, loaded) for name in (args.a, args.b))
-    sa, sb = board.member(a.id, args.split), board.member(b.id, args.split)
-    for m, s in ((a, sa), (b, sb)):
-        if s.weighted is None:
-            raise EvomergeError(f"{m.name} has no {args.split} score on every task ({m.state.value}). Fix: compare "
-                                f"members that `evomerge leaderboard --split {args.split}` lists with a score")
+    sa, sb = _compare_scores(board, a, b, args.split)
     compared = board.compare(sa, sb)
     spec = fitness.split(args.split)
     where = (f"{args.split} split '{spec.split}'" + ("" if spec.limit is None else f", first {spec.limit} documents "

@@ -28,7 +28,15 @@ from pydantic import (
 )
 
 from evomerge.errors import ConfigError, EvomergeError
-from evomerge.registry import EXECUTORS, CROSSOVERS, MUTATION_OPERATORS, PARENT_SELECTORS, SURVIVOR_SELECTORS, Registry
+from evomerge.registry import (
+    CROSSOVERS,
+    ESTIMATORS,
+    EXECUTORS,
+    MUTATION_OPERATORS,
+    PARENT_SELECTORS,
+    SURVIVOR_SELECTORS,
+    Registry,
+)
 
 BUILTIN_MODELS = ("smollm2-135m-instruct",)
 
@@ -250,6 +258,9 @@ class CrossoverSpec(CrossoverOperator):
 class SplitSpec(Frozen):
     split: str = Field(description="split name in the task's data files (select / report for shipped tasks)")
     limit: Optional[int] = Field(None, gt=0, description="first N documents; omit for all")
+    estimator: Optional[Annotated[SerializeAsAny[KindSettings], _registered(ESTIMATORS)]] = Field(
+        None, description="estimate a score from a few of the split's documents (select split only): "
+                          "{kind: anchors, n: 30}; omit: every score is computed on every document")
 
 
 class TaskSpec(Frozen):
@@ -324,6 +335,9 @@ class FitnessSpec(Frozen):
             )
         if len({t.task for t in self.tasks}) != len(self.tasks):
             raise ValueError("a task is listed twice")
+        if self.report.estimator is not None:
+            raise ValueError("fitness.report.estimator: the report split is the held-out, honest number, scored on "
+                             "every document; estimate the select split instead (fitness.select.estimator)")
         return self
 
 
@@ -379,6 +393,10 @@ class PipelineConfig(Frozen):
         if self.crossover is not None and self.crossover.racing is not None:
             from evomerge.crossover.racing import PROPORTIONS, proportion_tasks
 
+            if self.fitness.select.estimator is not None:
+                raise ValueError("crossover.racing and fitness.select.estimator both score a candidate on part of "
+                                 "the select documents: use one of them (anchors cost less per candidate)")
+
             if self.fitness.select.limit is None:
                 raise ValueError("crossover.racing scores shares of the select documents: set fitness.select.limit")
             other = [t.task for t in self.fitness.tasks if t.task not in proportion_tasks(self.fitness)]
@@ -428,7 +446,7 @@ def _settings_names() -> set[str]:
     names: set[str] = set()
     seen: set[type] = set()
     todo: list[Any] = [PipelineConfig, PopulationConfig]
-    for registry in (CROSSOVERS, MUTATION_OPERATORS, PARENT_SELECTORS, SURVIVOR_SELECTORS, EXECUTORS):
+    for registry in (CROSSOVERS, MUTATION_OPERATORS, PARENT_SELECTORS, SURVIVOR_SELECTORS, EXECUTORS, ESTIMATORS):
         todo += [getattr(registry.get(n), "Settings", None) for n in registry.names()]
     while todo:
         t = todo.pop()

@@ -126,6 +126,7 @@ class Run:
         for index, member in enumerate(self.loaded.population.members):
             self.seeding.seed(index, member)
             self.reporter.advance(overall)
+        self.scoring.estimates.prepare()  # the anchors, once every seed is scored (where the select split is estimated)
         for gen in range(1, self.cfg.generations + 1):
             self._generation(gen)
             self.reporter.advance(overall, description=f"run (generation {gen}/{self.cfg.generations} done)")

@@ -34,6 +34,7 @@ class Row:
     shared: Optional[float] = None     # M2N2's shared fitness among the alive members (selection/shared.py), where
                                        # the run's selectors use it
     path: Optional[str] = None         # a layer-path child's path, compactly (a[0-5] b[4-11]×0.9)
+    estimated: bool = False            # its score is an estimate from anchor documents (fitness.select.estimator)
 
 
 def rows(store: Store, pipeline: PipelineConfig, *, split: str = "select", pareto: bool = False,
@@ -72,7 +73,8 @@ def rows(store: Store, pipeline: PipelineConfig, *, split: str = "select", paret
         shared = shared_fitness(alive, {m.id: s for m, s in out}) or {}
     return [Row(rank=i + 1, member=m.name, generation=m.generation, operator=m.operator, state=m.state.value,
                 score=s.weighted, tasks=s.tasks, docs=s.docs, front=fronts.get(m.id), se=s.weighted_se,
-                tasks_se=s.se, beats_seeds=beats(m, s), shared=shared.get(m.id), path=_path(m))
+                tasks_se=s.se, beats_seeds=beats(m, s), shared=shared.get(m.id), path=_path(m),
+                estimated=bool(s.estimator))
             for i, (m, s) in enumerate(out)]
 
 
@@ -87,7 +89,10 @@ def _path(member) -> Optional[str]:
 
 def beats_every_seed(table: list[Row]) -> tuple[set[str], bool]:
     """The members to mark as beating every seed member, and whether that is the paired comparison (per-document
-    outcomes) or, for a run that kept none, the point scores."""
+    outcomes) or, for a run that kept none, the point scores. Estimates from anchors are marked nowhere: an
+    estimate is not paired with a seed's score (the report split says who beats the seeds)."""
+    if any(r.estimated for r in table):
+        return set(), False
     if any(r.beats_seeds is not None for r in table):
         return {r.member for r in table if r.beats_seeds}, True
     best_seed = max((r.score for r in table if r.generation == 0 and r.score is not None), default=None)
@@ -102,9 +107,11 @@ def _columns(table: list[Row], split: str, task_names: list[str]) -> tuple[list[
     header = ["rank", "member", "gen", "operator", "state", *(["front"] if pareto else []), f"{split} (weighted)",
               *(["shared"] if shared else []), *task_names, *(["path"] if paths else [])]
     lines = [[str(r.rank), r.member, str(r.generation), r.operator, r.state,
-              *([str(r.front) if r.front is not None else "-"] if pareto else []), fmt_pm(r.score, r.se),
+              *([str(r.front) if r.front is not None else "-"] if pareto else []),
+              ("≈" if r.estimated and r.score is not None else "") + fmt_pm(r.score, r.se),
               *([fmt_pm(r.shared, None)] if shared else []),
-              *[fmt_pm(r.tasks[t], r.tasks_se.get(t)) for t in task_names],
+              *[("≈" if r.estimated and r.tasks[t] is not None else "") + fmt_pm(r.tasks[t], r.tasks_se.get(t))
+                for t in task_names],
               *([r.path or ""] if paths else [])] for r in table]
     return header, lines
 
@@ -116,12 +123,12 @@ def _csv_columns(table: list[Row], split: str, task_names: list[str]) -> tuple[l
     paths = any(r.path is not None for r in table)
     header = ["rank", "member", "gen", "operator", "state", *(["front"] if pareto else []), f"{split} (weighted)",
               "se", *(["shared"] if shared else []), *[c for t in task_names for c in (t, f"{t} se")],
-              "beats every seed", *(["path"] if paths else [])]
+              "beats every seed", "estimated", *(["path"] if paths else [])]
     blank = lambda v: "" if v is None else v  # noqa: E731
     lines = [[r.rank, r.member, r.generation, r.operator, r.state, *([blank(r.front)] if pareto else []),
               blank(r.score), blank(r.se), *([blank(r.shared)] if shared else []),
               *[blank(v) for t in task_names for v in (r.tasks[t], r.tasks_se.get(t))],
-              blank(r.beats_seeds), *([blank(r.path)] if paths else [])] for r in table]
+              blank(r.beats_seeds), r.estimated, *([blank(r.path)] if paths else [])] for r in table]
     return header, lines
 
 

@@ -72,11 +72,15 @@ def ancestors(store: Store, member: MemberRecord) -> list[MemberRecord]:
     return sorted(seen.values(), key=lambda m: (-m.generation, m.id))
 
 
-def _fmt(v: tuple[float | None, float | None] | float | None) -> str:
-    """A score, or (score, its standard error) as `0.7125 ±0.051`."""
+def _fmt(v: tuple | float | None) -> str:
+    """A score, or (score, its standard error[, whether it is an estimate from anchors]) as `0.7125 ±0.051` (an
+    estimate: `≈0.7125 ±0.051`)."""
     from evomerge.outcomes import fmt_pm
 
-    return fmt_pm(*v) if isinstance(v, tuple) else fmt_pm(v, None)
+    if not isinstance(v, tuple):
+        return fmt_pm(v, None)
+    value, se, *estimated = v
+    return ("≈" if estimated and estimated[0] and value is not None else "") + fmt_pm(value, se)
 
 
 def text_tree(store: Store, member: MemberRecord, *, score: Callable[[int], float | None],

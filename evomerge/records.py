@@ -43,6 +43,10 @@ class ScoreRow:
     reused_from: Optional[str]     # a crossover child's select scores are its best candidate's
     packed: Optional[bytes] = None  # each document's outcome, in split order (evomerge/outcomes.py); None for
                                     # scores written before outcomes were kept, or by a function that gives none
+    estimator: str = ""            # "": computed on the documents it counts; else the estimator (a registry name,
+                                   # e.g. anchors) whose estimate of the whole split's score `value` is; its outcomes
+                                   # are then those of the documents scored (the anchors, in split order)
+    se: Optional[float] = None     # an estimate's standard error (the estimator's); None: from the outcomes
 
     def outcomes(self):
         """The per-document outcomes as a float64 array, or None."""
@@ -51,6 +55,23 @@ class ScoreRow:
         from evomerge.outcomes import unpack
 
         return unpack(self.packed)
+
+
+@dataclass(frozen=True)
+class AnchorSet:
+    """One task's anchor documents on a split (evomerge/fitness/anchors.py): chosen once from the seeds'
+    per-document outcomes; every later score on the split is estimated from them."""
+    task: str
+    docs: tuple[int, ...]          # the anchor documents, as indices into the split, increasing
+    strata: tuple[int, ...]        # every document's stratum, in split order (one entry per document)
+
+    def weights(self) -> tuple[float, ...]:
+        """How many of the split's documents each anchor stands for: its stratum's size over the stratum's
+        anchors (they add up to the split's documents)."""
+        from collections import Counter
+
+        size, drawn = Counter(self.strata), Counter(self.strata[d] for d in self.docs)
+        return tuple(size[self.strata[d]] / drawn[self.strata[d]] for d in self.docs)
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,9 @@ EXECUTORS: Registry = Registry("executor", {
     "serial": "evomerge.executor.serial:SerialExecutor",
     "ray": "evomerge.executor.ray:RayExecutor",
 })
+ESTIMATORS: Registry = Registry("fitness estimator", {  # fitness.select.estimator: a select score from fewer documents
+    "anchors": "evomerge.fitness.anchors:Anchors",
+})
 STORES: Registry = Registry("store backend", {
     "sqlite": "evomerge.store.sqlite:SqliteStore",
     "memory": "evomerge.store.memory:MemoryStore",

@@ -184,15 +184,15 @@ class Workbench:
 
     # ------------------------------------------------------------ members
 
-    def score(self, model_dir: str, which: str):
+    def score(self, model_dir: str, which: str, docs: Optional[dict[str, tuple[int, ...]]] = None):
         model = self.load(model_dir)
-        scored = self._scored(model, which, what="the model")
+        scored = self._scored(model, which, what="the model", docs=docs)
         self.scorer.release(model)
         return scored
 
-    def _scored(self, model, which: str, *, what: str, docs: Optional[tuple[int, int]] = None):
-        """The model's scores on a split (documents start..stop-1 with `docs`), or a failure if its weights or
-        log-likelihoods are not finite."""
+    def _scored(self, model, which: str, *, what: str, docs: Optional[dict[str, tuple[int, ...]]] = None):
+        """The model's scores on a split (on each task's documents `docs` where given), or a failure if its weights
+        or log-likelihoods are not finite."""
         from evomerge.fitness.lm_eval import Scored
 
         bad = nonfinite(model)

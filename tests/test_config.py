@@ -111,6 +111,28 @@ CASES = {
                              ["pipeline.yaml", "racing", "heldout_loglik", "acc_norm"]),
     "racing schedule": ("pipeline.yaml", "budget: 6}}", "budget: 6}, racing: {schedule: [0.5, 0.2]}}",
                         ["pipeline.yaml", "crossover.racing.schedule", "increasing shares"]),
+    # issue 29: anchors
+    "more anchors than the split has": ("pipeline.yaml", "select: {split: select, limit: 6}",
+                                        "select: {split: select, limit: 6, estimator: {kind: anchors, n: 10}}",
+                                        ["pipeline.yaml", "fitness.select.estimator.n", "10 anchor documents",
+                                         "has 6", "at most 6"]),
+    "anchors on the report split": ("pipeline.yaml", "report: {split: report, limit: 6}",
+                                    "report: {split: report, limit: 6, estimator: {kind: anchors, n: 3}}",
+                                    ["pipeline.yaml", "fitness", "report split", "every document"]),
+    "anchors and racing": ("pipeline.yaml", "budget: 6}}\nfitness:\n  tasks: [{task: evomerge_arith, metric: acc}, "
+                           "{task: evomerge_arc_easy, metric: acc}]\n  select: {split: select, limit: 6}",
+                           "budget: 6}, racing: {}}\nfitness:\n  tasks: [{task: evomerge_arith, metric: acc}, "
+                           "{task: evomerge_arc_easy, metric: acc}]\n  select: {split: select, limit: 6, "
+                           "estimator: {kind: anchors, n: 3}}",
+                           ["pipeline.yaml", "racing", "estimator", "use one of them"]),
+    "anchors of a python fitness without outcomes": (
+        "pipeline.yaml", "{task: evomerge_arc_easy, metric: acc}]\n  select: {split: select, limit: 6}",
+        '{python: "evomerge.fitness.perplexity:heldout_loglik", metric: loglik}]\n'
+        "  select: {split: select, limit: 6, estimator: {kind: anchors, n: 3}}",
+        ["pipeline.yaml", "fitness.tasks.1.python", "heldout_loglik", "no `docs` argument", "outcomes"]),
+    "an unknown estimator": ("pipeline.yaml", "select: {split: select, limit: 6}",
+                             "select: {split: select, limit: 6, estimator: {kind: irt}}",
+                             ["pipeline.yaml", "fitness.select.estimator", "irt", "anchors"]),
     "include_path the whole disk": ("pipeline.yaml", "report: {split: report, limit: 6}",
                                     "report: {split: report, limit: 6}\n  include_path: [/]",
                                     ["pipeline.yaml", "fitness.include_path.0", "more than 5000"]),

@@ -19,6 +19,7 @@ from evomerge.crossover.racing import (
     estimate,
     paired_high,
     rung_limits,
+    window,
 )
 from evomerge.records import by_task, candidate_subject
 from evomerge.store import open_store
@@ -53,7 +54,7 @@ def test_slices_of_documents_add_up_to_scoring_them_at_once(tiny_models: Path):
     whole = scorer.evaluate(model, tok, "select")
     rung = None
     for start, stop in ((0, 6), (6, 11), (11, 23)):
-        part = scorer.evaluate(model, tok, "select", docs=(start, stop))
+        part = scorer.evaluate(model, tok, "select", docs=window(spec, start, stop))
         assert part.docs == {"evomerge_arith": stop - start, "evomerge_arc_easy": stop - start}
         results, docs, outcomes = combine(rung, part.results, part.docs, part.outcomes)
         rung = Rung(results, docs, stop, outcomes)

@@ -238,7 +238,7 @@ def test_a_first_release_database_is_migrated_without_unpickling(tmp_path: Path,
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         columns = {r[1] for r in conn.execute("PRAGMA table_info(crossovers)")}
         version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
-    assert version == "3" and "es_iterations" not in tables and "es_state" not in columns
+    assert version == "4" and "es_iterations" not in tables and "anchors" in tables and "es_state" not in columns
     assert [(x.generation, x.slot, x.iteration) for x in store.crossovers()] == crossovers
     steps = [(mu.id, s.step, s.data["seeds"], s.data["coefficients"]) for mu in store.mutations()
              for s in store.mutation_steps(mu.id)]
@@ -285,6 +285,60 @@ def test_outcomes_are_written_once_with_their_score_in_its_transaction(store):
             store.add_scores(member_subject(mid), split="s", limit=11, fewshot=0, results={"t": {"acc": 0.0}},
                              docs={"t": 11}, outcomes={"t": {"acc": [0] * 11}})
     assert store.scores(member_subject(mid), split="s", limit=11, fewshot=0)[0].outcomes().tolist() == acc
+
+
+def test_an_estimate_is_its_own_score_and_anchors_are_chosen_once(store):
+    """An anchor estimate of a split's score is a row of its own beside the score on every document (its key has
+    the estimator), with its standard error and the anchors' outcomes; a split's anchors are written once, in the
+    run's transaction, and read back as written."""
+    from evomerge.records import AnchorSet
+
+    sets = [AnchorSet(task="t", docs=(1, 4), strata=(0, 0, 1, 1, 1)), AnchorSet(task="u", docs=(0, 2), strata=(0, 1, 1))]
+    with pytest.raises(RuntimeError):
+        with store.transaction():
+            store.add_anchors(split="s", limit=None, fewshot=0, anchors=sets)
+            raise RuntimeError("killed mid-step")
+    assert store.anchors(split="s", limit=None, fewshot=0) == {}
+    with store.transaction():
+        mid = _member(store)
+        store.add_anchors(split="s", limit=None, fewshot=0, anchors=sets)
+        store.add_scores(member_subject(mid), split="s", limit=None, fewshot=0, results={"t": {"acc": 0.6}},
+                         docs={"t": 5}, outcomes={"t": {"acc": [1, 0, 1, 1, 0]}})
+        store.add_scores(member_subject(mid), split="s", limit=None, fewshot=0, results={"t": {"acc": 0.55}},
+                         docs={"t": 2}, outcomes={"t": {"acc": [0, 1]}}, estimator="anchors",
+                         se={"t": {"acc": 0.125}})
+    assert store.anchors(split="s", limit=None, fewshot=0) == {a.task: a for a in sets}
+    assert store.anchors(split="s", limit=3, fewshot=0) == {}
+    assert sets[0].weights() == (2.0, 3.0) and sum(sets[1].weights()) == 3
+    full, = store.scores(member_subject(mid), split="s", limit=None, fewshot=0)
+    estimate, = store.scores(member_subject(mid), split="s", limit=None, fewshot=0, estimator="anchors")
+    assert (full.value, full.docs, full.estimator, full.se) == (0.6, 5, "", None)
+    assert (estimate.value, estimate.docs, estimate.estimator, estimate.se) == (0.55, 2, "anchors", 0.125)
+    assert estimate.outcomes().tolist() == [0, 1] and len(store.all_scores()) == 2
+    with pytest.raises(StoreConflict):
+        with store.transaction():
+            store.add_anchors(split="s", limit=None, fewshot=0, anchors=sets[:1])
+    with pytest.raises(StoreConflict):
+        with store.transaction():
+            store.add_scores(member_subject(mid), split="s", limit=None, fewshot=0, results={"t": {"acc": 0.5}},
+                             docs={"t": 2}, estimator="anchors")
+
+
+def test_a_version_3_database_is_migrated_with_its_scores(tmp_path: Path):
+    """tests/data/v2-racing is migrated through version 3 to 4: every score is kept, as computed on its documents
+    (estimator ''), with its outcomes; the anchors table exists and is empty."""
+    shutil.copytree(DATA / "v2-racing", tmp_path / "run")
+    with sqlite3.connect(tmp_path / "run" / "evomerge.db") as conn:
+        before = sorted(conn.execute("SELECT subject, task, split, metric, lim, value, docs FROM scores").fetchall())
+    store = open_store(tmp_path / "run")
+    after = sorted((r.subject, r.task, r.split, r.metric, -1 if r.limit is None else r.limit, r.value, r.docs)
+                   for r in store.all_scores())
+    assert after == before and before
+    assert all(r.estimator == "" and r.se is None for r in store.all_scores())
+    assert store.anchors(split="select", limit=40, fewshot=0) == {}
+    store.close()
+    with sqlite3.connect(tmp_path / "run" / "evomerge.db") as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "4"
 
 
 def test_threads_share_a_store_one_transaction_at_a_time(store):

@@ -60,6 +60,11 @@ def rung_limits(spec: RacingSpec, limit: int) -> list[int]:
     return out
 
 
+def window(fitness: FitnessSpec, start: int, stop: int) -> dict[str, tuple[int, ...]]:
+    """Documents start..stop-1 of every task: the slice a rung adds."""
+    return {t.task: tuple(range(start, stop)) for t in fitness.tasks}
+
+
 def _bounds(p: float, n: int, spec: RacingSpec) -> tuple[float, float]:
     if spec.bound == "hoeffding":
         half = math.sqrt(math.log(1 / (1 - spec.confidence)) / (2 * n))

@@ -11,18 +11,29 @@ from typing import Optional
 from evomerge import ids
 from evomerge.context import RunContext
 from evomerge.crossover.cma import CmaSearch
-from evomerge.crossover.racing import Rung, beaten, chosen_outcomes, combine, estimate, paired_high, rung_limits
+from evomerge.crossover.racing import (
+    Rung,
+    beaten,
+    chosen_outcomes,
+    combine,
+    estimate,
+    paired_high,
+    rung_limits,
+    window,
+)
 from evomerge.errors import EvomergeError
 from evomerge.executor.base import Candidate, CrossoverJob
 from evomerge.records import CrossoverRecord, MemberState, by_task, candidate_subject, member_subject
+from evomerge.scoring import Estimates
 from evomerge.selection.base import ParentSelector
 from evomerge.streams import rng_for
 
 
 class CrossoverStage:
-    def __init__(self, ctx: RunContext, parents: ParentSelector) -> None:
+    def __init__(self, ctx: RunContext, parents: ParentSelector, estimates: Estimates) -> None:
         self.ctx = ctx
         self.parents = parents
+        self.estimates = estimates  # where the select split is estimated: candidates are scored on the anchors
 
     def run(self, generation: int, slot: int, pool: list[int], *, name: str, intermediate: bool) -> int:
         """Breed the child `name` of (generation, slot) from `pool`; returns its member id. An `intermediate` child
@@ -125,7 +136,8 @@ class CrossoverStage:
         if ctx.cfg.crossover.racing is not None:
             self._race(rec, job, cands, scores, bar)
         else:
-            pending = [Candidate(key=c.id, params=c.params) for c in cands if not c.done]
+            docs = self.estimates.docs()
+            pending = [Candidate(key=c.id, params=c.params, docs=docs) for c in cands if not c.done]
             earlier = _best(c.score for c in ctx.store.candidates(rec.id) if c.iteration < it)
             for cand, scored in ctx.executor.evaluate(job, pending):
                 scores[cand.key] = self._record(cand, scored, job.genome.method,
@@ -147,12 +159,14 @@ class CrossoverStage:
             self._failed(cand.key, scored.failure, f"{iteration}.{idx}", kind.describe(cand.params))
             return None
         key = ctx.board.key("select")
-        value = ctx.cfg.fitness.weighted(scored.results)
+        estimated = self.estimates.active
         with ctx.store.transaction():
-            ctx.store.add_scores(subject, **key, results=scored.results, docs=scored.docs, outcomes=scored.outcomes)
+            value = self.estimates.add(subject, scored)
             ctx.store.set_candidate_score(cand.key, value)
-            ctx.store.add_event("scored", subject=subject, split=key["split"], score=value, lm=scored.lm)
-        ctx.reporter.log(f"  candidate {iteration}.{idx}: select {value:.4f} (best so far "
+            ctx.store.add_event("scored", subject=subject, split=key["split"], score=value, lm=scored.lm,
+                                **({"estimator": self.estimates.kind} if estimated else {}))
+        se = f" ±{ctx.board.of(subject).weighted_se:.4f}" if estimated else ""
+        ctx.reporter.log(f"  candidate {iteration}.{idx}: select {value:.4f}{se} (best so far "
                          f"{max(value, best if best is not None else value):.4f}) {kind.describe(cand.params)}")
         return value
 
@@ -172,7 +186,7 @@ class CrossoverStage:
         ctx = self.ctx
         limits = rung_limits(ctx.cfg.crossover.racing, ctx.cfg.fitness.select.limit)
         pending = [c for c in cands if not c.done]
-        first = [Candidate(key=c.id, params=c.params, docs=(0, limits[0])) for c in pending
+        first = [Candidate(key=c.id, params=c.params, docs=window(ctx.cfg.fitness, 0, limits[0])) for c in pending
                  if not self._rung(c.id, limits[0])]
         failed = set()
         for cand, scored in ctx.executor.evaluate(job, first):
@@ -195,7 +209,7 @@ class CrossoverStage:
             if rung is None:
                 start = previous.n if previous else 0
                 scored = next(iter(ctx.executor.evaluate(job, [Candidate(key=cand.id, params=cand.params,
-                                                                          docs=(start, n))])))[1]
+                                                                          docs=window(fitness, start, n))])))[1]
                 rung = self._store_rung(cand.id, job.genome.method.describe(cand.params), scored, n, previous=previous)
                 if rung is None:
                     return None
@@ -285,17 +299,15 @@ class CrossoverStage:
 
             out.parent.mkdir(parents=True, exist_ok=True)
             merge_to_disk(config, out, seed=ctx.cfg.seed, device=resolve(ctx.cfg.device))
-        method, key = job.genome.method.name, ctx.board.key("select")
-        reused = _as_rung(ctx.store.scores(candidate_subject(best.id), **key), 0)
+        method = job.genome.method.name
         with ctx.store.transaction():
             child = ctx.store.add_member(
                 name=name, generation=rec.generation, operator=method, parents=rec.parents,
                 params={"merge": best.params, "candidate": best.id, "seed": ctx.cfg.seed}, recipe=config.to_yaml(),
                 weights=ctx.artifacts.ref(out) if state is MemberState.ALIVE else None, state=state,
                 id=ids.member(ctx.loaded, rec.generation, rec.slot, ids.CROSSOVER))
-            if reused:  # the best candidate's select scores and outcomes, reused
-                ctx.store.add_scores(member_subject(child), **key, results=reused.results, docs=reused.docs,
-                                     outcomes=reused.outcomes, reused_from=candidate_subject(best.id))
+            if scored:  # the best candidate's select scores (or estimates) and outcomes, reused
+                self.estimates.reuse(candidate_subject(best.id), member_subject(child))
             ctx.store.set_crossover_child(rec.id, child)
             ctx.store.add_event("member_added", member=child, name=name, operator=method, score=best.score,
                                 intermediate=intermediate)

@@ -42,7 +42,8 @@ class Candidate:
     """One CMA-ES proposal to merge and score on the select split; `key` is the caller's (its candidate id)."""
     key: int
     params: dict
-    docs: Optional[tuple[int, int]] = None  # documents start..stop-1 of every task (racing); None: the split's limit
+    docs: Optional[dict[str, tuple[int, ...]]] = None  # task -> the documents to score (racing's slices, anchors);
+                                                       # None: the split's first `limit`
 
 
 @dataclass(frozen=True)
@@ -106,8 +107,9 @@ class Executor(abc.ABC):
         """The crossover is over: let its resident parents go."""
 
     @abc.abstractmethod
-    def score(self, model_dir: str, which: str) -> "Scored":
-        """Score a member's model directory on the select or report split."""
+    def score(self, model_dir: str, which: str, docs: Optional[dict[str, tuple[int, ...]]] = None) -> "Scored":
+        """Score a member's model directory on the select or report split (with `docs`, on those documents of each
+        task: the anchors)."""
 
     @abc.abstractmethod
     def mutate(self, job: MutationJob, checkpoint: Callable[..., None]) -> Mutated:

@@ -221,9 +221,10 @@ class RayExecutor(Executor):
                 held.remove(key)
                 self._actors[index].end_crossover.remote(key)
 
-    def score(self, model_dir: str, which: str):
+    def score(self, model_dir: str, which: str, docs=None):
         return self._call(f"scoring {Path(model_dir).name} on {which}",
-                          lambda actor, index: actor.score.remote(model_dir, which, self._ship(model_dir, index)))
+                          lambda actor, index: actor.score.remote(model_dir, which, self._ship(model_dir, index),
+                                                                  docs))
 
     def mutate(self, job: MutationJob, checkpoint: Callable[..., None]) -> Mutated:
         from evomerge.registry import MUTATION_OPERATORS

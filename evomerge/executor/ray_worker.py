@@ -74,9 +74,9 @@ class Worker:
     def end_crossover(self, key: tuple[int, int]) -> None:
         self.bench.end_crossover(key)
 
-    def score(self, model_dir: str, which: str, ship: Optional[dict] = None):
+    def score(self, model_dir: str, which: str, ship: Optional[dict] = None, docs: Optional[dict] = None):
         return self._run(f"scoring {Path(model_dir).name} on the {which} split", ship,
-                         lambda: self.bench.score(self._move(model_dir), which))
+                         lambda: self.bench.score(self._move(model_dir), which, docs=docs))
 
     def mutate(self, job: MutationJob, queue: Any, ship: Optional[dict] = None) -> tuple[Mutated, Optional[dict]]:
         """The mutant's recipe, and in object-store mode its new directories (packed) for the driver to write."""

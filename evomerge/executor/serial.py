@@ -19,8 +19,8 @@ class SerialExecutor(Executor):
     def end_crossover(self, job: CrossoverJob) -> None:
         self.bench.end_crossover((job.generation, job.slot))
 
-    def score(self, model_dir: str, which: str):
-        return self.bench.score(model_dir, which)
+    def score(self, model_dir: str, which: str, docs=None):
+        return self.bench.score(model_dir, which, docs=docs)
 
     def mutate(self, job: MutationJob, checkpoint: Callable[..., None]) -> Mutated:
         return self.bench.mutate(job, checkpoint)

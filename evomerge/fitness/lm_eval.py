@@ -8,7 +8,9 @@ A task given as `python: module:function` is a Python fitness function instead, 
 
 (`split` is the split's name in the pipeline, `limit` its document limit; it returns its metrics, and may return
 `docs`, how many documents it scored, and `outcomes`, {metric: [one value per document, in split order]}, which
-standard errors and paired comparisons use). Its scores are stored and reused exactly as lm-eval's are.
+standard errors and paired comparisons use). Its scores are stored and reused exactly as lm-eval's are. A function
+that takes `docs` (a list of document indices, increasing) can be estimated from anchors
+(fitness.select.estimator): it is then called with the documents to score and must return their outcomes.
 
 lm-eval's tasks give each document's outcome through `log_samples`; they are kept for every metric whose
 aggregate is the mean of its documents' values (acc, acc_norm, exact_match, ...).
@@ -31,6 +33,7 @@ from evomerge.errors import ConfigError, EvomergeError
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 
 Results = dict[str, dict[str, float]]  # task -> metric -> value
+Docs = dict[str, tuple[int, ...]]       # task -> the indices of the documents to score, increasing
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,14 @@ class Scorer:
             raise ConfigError(file=self._file, key=f"fitness.tasks.{index}.metric",
                               problem=f"task {name!r} reports {', '.join(metrics)}, not {wanted!r}",
                               fix=f"use one of: {', '.join(metrics)}")
+        aggregation = next((m.get("aggregation", "mean") for m in cfg.get("metric_list", []) if m["metric"] == wanted),
+                           "mean")
+        if self.spec.select.estimator is not None and aggregation != "mean":
+            raise ConfigError(file=self._file, key="fitness.select.estimator",
+                              problem=f"anchors are picked from the seeds' per-document outcomes, and task {name!r} "
+                                      f"aggregates {wanted!r} by {aggregation}, so its documents have no outcome of "
+                                      "their own", fix=f"estimate only tasks whose metric is a mean over documents "
+                                                       "(acc, acc_norm, exact_match), or drop fitness.select.estimator")
         return cfg
 
     def _function(self, index: int, task) -> Any:
@@ -120,6 +131,13 @@ class Scorer:
         if not callable(fn):
             raise ConfigError(file=self._file, key=f"fitness.tasks.{index}.python",
                               problem=f"{task.python!r} is not a function", fix="name a function, module:function")
+        if self.spec.select.estimator is not None and not _takes_docs(fn):
+            raise ConfigError(file=self._file, key=f"fitness.tasks.{index}.python",
+                              problem=f"{task.python!r} takes no `docs` argument, so it can neither be scored on "
+                                      "anchor documents nor give the per-document outcomes anchors are picked from "
+                                      "(fitness.select.estimator)",
+                              fix="give the function a `docs` parameter (the indices of the documents to score) and "
+                                  "return outcomes={metric: [a value per document]}, or drop fitness.select.estimator")
         args = dict(task.args)
         if isinstance(args.get("data"), str) and not Path(args["data"]).is_absolute():
             args["data"] = str(Path(self._file).parent / args["data"])
@@ -143,6 +161,15 @@ class Scorer:
                                   problem=f"{split.limit} documents, but task {name!r} has {len(lines)} in its "
                                           f"{split.split!r} split",
                                   fix=f"use a limit of at most {len(lines)}, or omit it to score every document")
+            counted = len(lines[:split.limit])
+            n = getattr(split.estimator, "n", None)
+            if n is not None and n > counted:
+                raise ConfigError(file=self._file, key=f"fitness.{which}.estimator.n",
+                                  problem=f"{n} anchor documents per task, but task {name!r} has {counted} in its "
+                                          f"{split.split!r} split" + ("" if split.limit is None else
+                                                                      f" (limit {split.limit})"),
+                                  fix=f"use n of at most {counted} (a tenth of the split saves ten times the "
+                                      "documents), or raise fitness.select.limit")
             for n, line in lines[:split.limit]:
                 try:
                     docs[which].add(json.dumps(json.loads(line), sort_keys=True))
@@ -175,10 +202,10 @@ class Scorer:
 
     # ------------------------------------------------------------ scoring
 
-    def evaluate(self, model, tokenizer, which: str, docs: Optional[tuple[int, int]] = None) -> Scored:
+    def evaluate(self, model, tokenizer, which: str, docs: Optional[Docs] = None) -> Scored:
         """Score a model held in memory on the select or report split: on its first `limit` documents of every task,
-        or with `docs=(start, stop)` on documents start..stop-1 of every lm-eval task (racing scores a candidate
-        in slices; Python functions take no slices, so a crossover with one is not raced)."""
+        or with `docs` (task -> document indices, increasing) on those documents of each task (racing scores a
+        candidate in slices, anchors on a few documents). Outcomes come in split order."""
         from lm_eval.evaluator import evaluate
 
         split = self._split(which)
@@ -188,9 +215,11 @@ class Scorer:
         lm_tasks = [t for t in self.spec.tasks if t.python is None]
         lm = self._lm(model, tokenizer) if lm_tasks else None
         name = type(lm).__name__ if lm_tasks else "python"
+        if docs is not None and not all(docs.get(t.task) for t in self.spec.tasks):
+            raise ValueError(f"documents to score are given for {', '.join(docs)}, not for every task")
         try:
             if lm_tasks:
-                window = {} if docs is None else {"samples": {t.task: list(range(*docs)) for t in lm_tasks}}
+                window = {} if docs is None else {"samples": {t.task: list(docs[t.task]) for t in lm_tasks}}
                 out = evaluate(lm=lm, task_dict=self._tasks_for(which), limit=None if docs else split.limit,
                                bootstrap_iters=0, log_samples=True, verbosity="ERROR", **window)
                 for task in lm_tasks:
@@ -201,20 +230,22 @@ class Scorer:
                     outcomes[task.task] = _per_document(out["samples"][task.task], results[task.task])
             for task in self.spec.tasks:
                 if task.python is not None:
-                    results[task.task], counts[task.task], outcomes[task.task] = self._call(task, model, tokenizer,
-                                                                                            split)
+                    results[task.task], counts[task.task], outcomes[task.task] = self._call(
+                        task, model, tokenizer, split, None if docs is None else list(docs[task.task]))
         except NonFinite as e:
             return Scored(results={}, docs={}, lm=name, failure=str(e))
         return Scored(results=results, docs=counts, lm=name, outcomes=outcomes)
 
-    def _call(self, task, model, tokenizer, split: SplitSpec) -> tuple[dict[str, float], int, dict[str, list]]:
+    def _call(self, task, model, tokenizer, split: SplitSpec, docs: Optional[list[int]] = None
+              ) -> tuple[dict[str, float], int, dict[str, list]]:
         """A Python fitness function's metrics, document count and per-document outcomes, checked: numbers,
-        finite, the configured one, one outcome per document."""
+        finite, the configured one, one outcome per document. With `docs` it is asked for those documents only."""
         import torch
 
+        chosen = {} if docs is None else {"docs": docs}
         with torch.no_grad():
             out = self._functions[task.task](model, tokenizer, split=split.split, limit=split.limit,
-                                             device=self.device)
+                                             device=self.device, **chosen)
         where = f"the fitness function {task.python} (task {task.task!r})"
         per_doc = out.pop("outcomes", None) if isinstance(out, dict) else None
         if not isinstance(out, dict) or not all(isinstance(v, (int, float)) for v in out.values()):
@@ -227,8 +258,12 @@ class Scorer:
         bad = [k for k, v in metrics.items() if not math.isfinite(v)]
         if bad:
             raise NonFinite(f"{where} gave non-finite {', '.join(bad)}")
-        docs = int(out.get("docs", split.limit or 0))
+        docs = int(out.get("docs", len(chosen["docs"]) if chosen else split.limit or 0))
         if per_doc is None:
+            if chosen:
+                raise EvomergeError(f"{where} returned no per-document outcomes for the documents it was given, "
+                                    "which an estimate from anchors needs. Fix: return outcomes={metric: [a value per "
+                                    "document]}, or drop fitness.select.estimator")
             return metrics, docs, {}
         if not isinstance(per_doc, dict) or set(per_doc) - set(metrics):
             raise EvomergeError(f"{where} returned outcomes for {str(per_doc)[:80]}, not {{metric: [a value per "
@@ -275,6 +310,17 @@ class Scorer:
                 target = task.doc_to_choice(doc)[target] if isinstance(target, int) else target
             examples.append((task.doc_to_text(doc), f"{delim}{target}"))
         return examples
+
+
+def _takes_docs(fn) -> bool:
+    """Whether a Python fitness function names a `docs` parameter (the documents to score): **kwargs does not count,
+    since what it passes them on to may not take it."""
+    import inspect
+
+    try:
+        return "docs" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _per_document(samples: list[dict], metrics: dict[str, float]) -> dict[str, list[float]]:

@@ -104,8 +104,9 @@ def layout(members: list[MemberRecord]) -> Layout:
 
 def _score_rows(rows: list[ScoreRow]) -> list[dict]:
     return [{"task": r.task, "split": r.split, "metric": r.metric, "limit": r.limit, "fewshot": r.fewshot,
-             "value": _num(r.value), "se": _num(task_se(r.value, r.docs, r.metric, r.outcomes())), "docs": r.docs,
-             "reused_from": r.reused_from} for r in rows]
+             "value": _num(r.value),
+             "se": _num(r.se if r.se is not None else task_se(r.value, r.docs, r.metric, r.outcomes())),
+             "docs": r.docs, "reused_from": r.reused_from, "estimator": r.estimator} for r in rows]
 
 
 def _stats(values: list[float]) -> dict | None:
@@ -120,7 +121,7 @@ def collect(store: Store, pipeline: PipelineConfig, *, run_dir: Path) -> dict[st
     board = ScoreBoard(store, pipeline.fitness)
     scores = {which: board.members([m.id for m in members], which) for which in SPLITS}
     fronts = _fronts(members, scores, [t.task for t in pipeline.fitness.tasks])
-    out_members = _members(store, members, scores)
+    out_members = _members(store, members, scores, estimator=board.estimator("select"))
     shared_on = uses_shared_fitness(pipeline)
     alive = [m.id for m in members if m.state is MemberState.ALIVE]
     shared = {which: (shared_fitness(alive, scores[which]) if shared_on else None) or {} for which in SPLITS}
@@ -141,7 +142,8 @@ def collect(store: Store, pipeline: PipelineConfig, *, run_dir: Path) -> dict[st
             "crossover": method,
             "mutation": [op.kind for op in pipeline.mutation.operators] if pipeline.mutation else [],
             "tasks": [{"task": t.task, "metric": t.metric, "weight": t.weight} for t in fit.tasks],
-            "splits": {which: {"split": fit.split(which).split, "limit": fit.split(which).limit} for which in SPLITS},
+            "splits": {which: {"split": fit.split(which).split, "limit": fit.split(which).limit,
+                               "anchors": _anchors(board, which)} for which in SPLITS},
             "num_fewshot": fit.num_fewshot,
             "best": None if best is None else best["id"],
             "shared_fitness": shared_on,
@@ -156,7 +158,14 @@ def collect(store: Store, pipeline: PipelineConfig, *, run_dir: Path) -> dict[st
     }
 
 
-def _members(store: Store, members: list[MemberRecord], scores: dict[str, dict[int, Scores]]) -> list[dict]:
+def _anchors(board: ScoreBoard, which: str) -> dict | None:
+    """A split's anchors, where it is estimated: per task, how many documents are anchors out of how many."""
+    anchors = board.anchors(which)
+    return {task: {"anchors": len(a.docs), "documents": len(a.strata)} for task, a in anchors.items()} or None
+
+
+def _members(store: Store, members: list[MemberRecord], scores: dict[str, dict[int, Scores]], *,
+             estimator: str = "") -> list[dict]:
     by_id = {m.id: m for m in members}
     survived: dict[int, list[int]] = {}
     for gen, ids in store.generations().items():
@@ -182,7 +191,10 @@ def _members(store: Store, members: list[MemberRecord], scores: dict[str, dict[i
                       for p in m.parents if p in by_id],
             "params": m.params, "recipe": _recipe_text(m), "survived": survived.get(m.id, []),
             **{w: _num(s.weighted) for w, s in per.items()}, **{f"{w}_se": _num(s.weighted_se) for w, s in per.items()},
-            "tasks": tasks, "scores": _score_rows(store.scores(member_subject(m.id), any_limit=True)),
+            "tasks": tasks, "estimated": {w: bool(s.estimator) for w, s in per.items()},
+            "scores": _score_rows(store.scores(member_subject(m.id), any_limit=True)
+                                  + (store.scores(member_subject(m.id), any_limit=True, estimator=estimator)
+                                     if estimator else [])),
             "col": col, "row": row,
             "path": drawn_path(m),
         })

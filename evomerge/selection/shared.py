@@ -6,7 +6,8 @@ members that solve it: a member's shared fitness is
 
 over the documents j of every task, where s_ij is member i's per-document outcome (evomerge/outcomes.py) and
 c_j = w_t / (sum_t w_t * n_t) spreads each task's weight over its n_t documents, so that a lone member's shared
-fitness is its weighted score. A member that alone solves what the others cannot is worth keeping; one of several
+fitness is its weighted score. Where the select split is estimated from anchors, the documents are the anchors and
+each carries the share of its task's documents it stands for (its stratum's size over the stratum's anchors). A member that alone solves what the others cannot is worth keeping; one of several
 near-copies shares its documents with the others.
 
 As in M2N2's archive update (which drops the worst member each time a child arrives), the members with the lowest
@@ -55,7 +56,9 @@ def outcome_matrix(members: list[int], scores: dict[int, Scores]) -> Optional[tu
         return None
     weights = first.weights or {t: 1.0 for t in tasks}
     total = sum(weights[t] for t in tasks)
-    c = np.concatenate([np.full(sizes[t], weights[t] / (total * sizes[t])) for t in tasks])
+    c = np.concatenate([np.full(sizes[t], weights[t] / (total * sizes[t])) if t not in first.doc_weights
+                        else weights[t] / total * first.doc_weights[t] / first.doc_weights[t].sum()
+                        for t in tasks])  # an anchor stands for its stratum's documents
     return s, c
 
 

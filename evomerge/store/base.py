@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 from evomerge.records import (
+    AnchorSet,
     CandidateRecord,
     CrossoverRecord,
     MemberRecord,
@@ -60,7 +61,9 @@ class Store(abc.ABC):
 
     Immutable once written (writing it again raises `StoreConflict`)
     - a member: its id, name (unique), generation, operator, parents, params and recipe;
-    - a score row, keyed by (subject, task, split, metric, limit, fewshot), with its per-document outcomes;
+    - a score row, keyed by (subject, task, split, metric, limit, fewshot, estimator), with its per-document
+      outcomes and, for an estimate, its standard error;
+    - a split's anchor documents (one set per task), keyed by (split, limit, fewshot);
     - a crossover (unique per generation and slot) and its parents; a candidate (unique per crossover, iteration
       and index), its proposal and params; a candidate's score or failure, once either is set;
     - a mutation (unique per generation and slot), its parent and operator; a mutation step (unique per mutation
@@ -147,15 +150,27 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def add_scores(self, subject: str, *, split: str, limit: Optional[int], fewshot: int,
                    results: dict[str, dict[str, float]], docs: dict[str, int],
-                   reused_from: Optional[str] = None, outcomes: Optional[Outcomes] = None) -> None:
+                   reused_from: Optional[str] = None, outcomes: Optional[Outcomes] = None,
+                   estimator: str = "", se: Optional[dict[str, dict[str, float]]] = None) -> None:
         """results: task -> metric -> value; docs: task -> documents scored; outcomes: task -> metric -> each
-        document's outcome, in split order (a metric without them has none; `packed_rows` checks them). Each row is
-        written once, with its outcomes: an existing row raises StoreConflict."""
+        document's outcome, in split order (a metric without them has none; `packed_rows` checks them). An estimate
+        (`estimator`, e.g. "anchors") has its values estimated for the whole split, its outcomes and `docs` are the
+        documents it scored, and `se` (task -> metric -> standard error) its standard errors. Each row is written
+        once, with its outcomes: an existing row raises StoreConflict."""
 
     @abc.abstractmethod
     def scores(self, subject: str, *, split: Optional[str] = None, limit: Optional[int] = None,
-               fewshot: Optional[int] = None, any_limit: bool = False) -> list[ScoreRow]:
-        """A subject's rows, by task and metric; `limit` None means "all documents" unless `any_limit`."""
+               fewshot: Optional[int] = None, any_limit: bool = False, estimator: str = "") -> list[ScoreRow]:
+        """A subject's rows computed by `estimator` ("": on the documents they count), by task and metric; `limit`
+        None means "all documents" unless `any_limit`."""
+
+    @abc.abstractmethod
+    def add_anchors(self, *, split: str, limit: Optional[int], fewshot: int, anchors: Sequence[AnchorSet]) -> None:
+        """A split's anchor documents, one set per task, written once (again raises StoreConflict)."""
+
+    @abc.abstractmethod
+    def anchors(self, *, split: str, limit: Optional[int], fewshot: int) -> dict[str, AnchorSet]:
+        """task -> its anchor set on the split; empty if none were chosen."""
 
     @abc.abstractmethod
     def all_scores(self) -> list[ScoreRow]:

@@ -8,9 +8,10 @@ import json
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from evomerge.records import (
+    AnchorSet,
     CandidateRecord,
     CrossoverRecord,
     MemberRecord,
@@ -28,6 +29,7 @@ class _Tables:
     def __init__(self) -> None:
         self.members: dict[int, MemberRecord] = {}
         self.scores: dict[tuple, ScoreRow] = {}
+        self.anchors: dict[tuple, dict[str, AnchorSet]] = {}
         self.crossovers: dict[int, CrossoverRecord] = {}
         self.candidates: dict[int, CandidateRecord] = {}
         self.mutations: dict[int, MutationRecord] = {}
@@ -135,26 +137,40 @@ class MemoryStore(Store):
 
     def add_scores(self, subject: str, *, split: str, limit: Optional[int], fewshot: int,
                    results: dict[str, dict[str, float]], docs: dict[str, int],
-                   reused_from: Optional[str] = None, outcomes: Optional[Outcomes] = None) -> None:
+                   reused_from: Optional[str] = None, outcomes: Optional[Outcomes] = None,
+                   estimator: str = "", se: Optional[dict[str, dict[str, float]]] = None) -> None:
         self._guard.check()
         packed = packed_rows(results, docs, outcomes)
-        rows = {(subject, task, split, metric, limit, fewshot): ScoreRow(
+        errors = se or {}
+        rows = {(subject, task, split, metric, limit, fewshot, estimator): ScoreRow(
                     subject=subject, task=task, split=split, metric=metric, limit=limit, fewshot=fewshot,
-                    value=float(value), docs=docs[task], reused_from=reused_from, packed=packed[task, metric])
+                    value=float(value), docs=docs[task], reused_from=reused_from, packed=packed[task, metric],
+                    estimator=estimator,
+                    se=None if errors.get(task, {}).get(metric) is None else float(errors[task][metric]))
                 for task, metrics in results.items() for metric, value in metrics.items()}
         if rows.keys() & self._t.scores.keys():
             raise StoreConflict(f"{subject}: a score on {split} is written already")
         self._t.scores.update(rows)
 
     def scores(self, subject: str, *, split: Optional[str] = None, limit: Optional[int] = None,
-               fewshot: Optional[int] = None, any_limit: bool = False) -> list[ScoreRow]:
+               fewshot: Optional[int] = None, any_limit: bool = False, estimator: str = "") -> list[ScoreRow]:
         rows = [r for r in self._t.scores.values()
-                if r.subject == subject and (split is None or r.split == split)
+                if r.subject == subject and r.estimator == estimator and (split is None or r.split == split)
                 and (any_limit or r.limit == limit) and (fewshot is None or r.fewshot == fewshot)]
         return sorted(rows, key=lambda r: (r.task, r.metric))
 
     def all_scores(self) -> list[ScoreRow]:
-        return sorted(self._t.scores.values(), key=lambda r: (r.subject, r.task, r.split, r.metric))
+        return sorted(self._t.scores.values(), key=lambda r: (r.subject, r.task, r.split, r.metric, r.estimator))
+
+    def add_anchors(self, *, split: str, limit: Optional[int], fewshot: int, anchors: Sequence[AnchorSet]) -> None:
+        self._guard.check()
+        if (split, limit, fewshot) in self._t.anchors:
+            raise StoreConflict(f"the anchors of split {split!r} are chosen already")
+        self._t.anchors[split, limit, fewshot] = {a.task: AnchorSet(task=a.task, docs=tuple(a.docs),
+                                                                    strata=tuple(a.strata)) for a in anchors}
+
+    def anchors(self, *, split: str, limit: Optional[int], fewshot: int) -> dict[str, AnchorSet]:
+        return dict(sorted(self._t.anchors.get((split, limit, fewshot), {}).items()))
 
     # ------------------------------------------------------------ crossovers and their CMA-ES candidates
 

@@ -1,8 +1,13 @@
 """The SQLite backend: one file per run (`<run_dir>/evomerge.db`, WAL, synchronous=FULL); the only module that
 speaks SQL. A committed transaction survives `kill -9` and power loss; a killed one leaves nothing.
 
-Schema version 3: a score row keeps its per-document outcomes (`outcomes`, packed by evomerge/outcomes.py). Older
-versions are migrated in place, each step in one transaction, when opened.
+Schema version 4: a score row is an estimate or not (`estimator`, part of its key: '' for a score computed on the
+documents it counts, else the estimator's name) with its standard error (`se`, NULL where the outcomes give it), and
+a split's anchor documents are kept (`anchors`). Older versions are migrated in place, each step in one transaction,
+when opened.
+
+Version 3 to 4: the scores table is rebuilt with `estimator` ('' for every row written before) in its primary key
+and `se` (NULL); the `anchors` table is created, empty.
 
 Version 2 to 3: the scores table gains the `outcomes` column; the scores written before have none (NULL).
 
@@ -19,10 +24,11 @@ import json
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from evomerge.errors import EvomergeError
 from evomerge.records import (
+    AnchorSet,
     CandidateRecord,
     CrossoverRecord,
     MemberRecord,
@@ -33,7 +39,31 @@ from evomerge.records import (
 )
 from evomerge.store.base import Outcomes, Store, StoreConflict, TransactionGuard, packed_rows, serialised
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+
+_SCORES = """
+CREATE TABLE scores (
+    subject TEXT NOT NULL,             -- member:<id> or candidate:<id>
+    task TEXT NOT NULL, split TEXT NOT NULL, metric TEXT NOT NULL,
+    lim INTEGER NOT NULL,              -- document limit, -1 for all
+    fewshot INTEGER NOT NULL,
+    value REAL NOT NULL, docs INTEGER NOT NULL,
+    reused_from TEXT,
+    created REAL NOT NULL,
+    outcomes BLOB,                     -- each document's outcome, packed (evomerge/outcomes.py); NULL if none
+    estimator TEXT NOT NULL DEFAULT '', -- '' or the estimator whose estimate of the whole split `value` is
+    se REAL,                           -- an estimate's standard error; NULL: from the outcomes
+    PRIMARY KEY (subject, task, split, metric, lim, fewshot, estimator)
+);
+"""
+_ANCHORS = """
+CREATE TABLE anchors (
+    split TEXT NOT NULL, lim INTEGER NOT NULL, fewshot INTEGER NOT NULL, task TEXT NOT NULL,
+    docs TEXT NOT NULL,                -- JSON: the anchor documents' indices into the split, increasing
+    strata TEXT NOT NULL,              -- JSON: every document's stratum, in split order
+    PRIMARY KEY (split, lim, fewshot, task)
+);
+"""
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -49,17 +79,7 @@ CREATE TABLE members (
     weights TEXT,                      -- model directory (relative to the run directory inside it), or NULL
     created REAL NOT NULL
 );
-CREATE TABLE scores (
-    subject TEXT NOT NULL,             -- member:<id> or candidate:<id>
-    task TEXT NOT NULL, split TEXT NOT NULL, metric TEXT NOT NULL,
-    lim INTEGER NOT NULL,              -- document limit, -1 for all
-    fewshot INTEGER NOT NULL,
-    value REAL NOT NULL, docs INTEGER NOT NULL,
-    reused_from TEXT,
-    created REAL NOT NULL,
-    outcomes BLOB,                     -- each document's outcome, packed (evomerge/outcomes.py); NULL if none
-    PRIMARY KEY (subject, task, split, metric, lim, fewshot)
-);
+""" + _SCORES + _ANCHORS + """
 CREATE TABLE crossovers (
     id INTEGER PRIMARY KEY,
     generation INTEGER NOT NULL, slot INTEGER NOT NULL,
@@ -158,6 +178,8 @@ class SqliteStore(Store):
             _migrate_v1(conn, Path(location))
         if version <= 2:
             _migrate_v2(conn)
+        if version <= 3:
+            _migrate_v3(conn)
         return cls(conn, path)
 
     @staticmethod
@@ -253,19 +275,20 @@ class SqliteStore(Store):
 
     def add_scores(self, subject: str, *, split: str, limit: Optional[int], fewshot: int,
                    results: dict[str, dict[str, float]], docs: dict[str, int],
-                   reused_from: Optional[str] = None, outcomes: Optional[Outcomes] = None) -> None:
+                   reused_from: Optional[str] = None, outcomes: Optional[Outcomes] = None,
+                   estimator: str = "", se: Optional[dict[str, dict[str, float]]] = None) -> None:
         now = time.time()
         packed = packed_rows(results, docs, outcomes)
         self._write_many(
             "INSERT INTO scores (subject, task, split, metric, lim, fewshot, value, docs, reused_from, created, "
-            "outcomes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "outcomes, estimator, se) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [(subject, task, split, metric, -1 if limit is None else limit, fewshot, float(value), docs[task],
-              reused_from, now, packed[task, metric])
+              reused_from, now, packed[task, metric], estimator, _se(se, task, metric))
              for task, metrics in results.items() for metric, value in metrics.items()])
 
     def scores(self, subject: str, *, split: Optional[str] = None, limit: Optional[int] = None,
-               fewshot: Optional[int] = None, any_limit: bool = False) -> list[ScoreRow]:
-        sql, args = "SELECT * FROM scores WHERE subject=?", [subject]
+               fewshot: Optional[int] = None, any_limit: bool = False, estimator: str = "") -> list[ScoreRow]:
+        sql, args = "SELECT * FROM scores WHERE subject=? AND estimator=?", [subject, estimator]
         if split is not None:
             sql, args = sql + " AND split=?", args + [split]
         if not any_limit:
@@ -275,7 +298,22 @@ class SqliteStore(Store):
         return [_score(r) for r in self._conn.execute(sql + " ORDER BY task, metric", args)]
 
     def all_scores(self) -> list[ScoreRow]:
-        return [_score(r) for r in self._conn.execute("SELECT * FROM scores ORDER BY subject, task, split, metric")]
+        return [_score(r) for r in self._conn.execute("SELECT * FROM scores ORDER BY subject, task, split, metric, "
+                                                      "estimator")]
+
+    def add_anchors(self, *, split: str, limit: Optional[int], fewshot: int, anchors: Sequence[AnchorSet]) -> None:
+        lim = -1 if limit is None else limit
+        if self._one("SELECT 1 FROM anchors WHERE split=? AND lim=? AND fewshot=?", (split, lim, fewshot)):
+            raise StoreConflict(f"the anchors of split {split!r} are chosen already")
+        self._write_many("INSERT INTO anchors VALUES (?, ?, ?, ?, ?, ?)",
+                         [(split, lim, fewshot, a.task, json.dumps(list(a.docs)), json.dumps(list(a.strata)))
+                          for a in anchors])
+
+    def anchors(self, *, split: str, limit: Optional[int], fewshot: int) -> dict[str, AnchorSet]:
+        rows = self._conn.execute("SELECT * FROM anchors WHERE split=? AND lim=? AND fewshot=? ORDER BY task",
+                                  (split, -1 if limit is None else limit, fewshot))
+        return {r["task"]: AnchorSet(task=r["task"], docs=tuple(json.loads(r["docs"])),
+                                     strata=tuple(json.loads(r["strata"]))) for r in rows}
 
     # ------------------------------------------------------------ crossovers and their CMA-ES candidates
 
@@ -390,7 +428,12 @@ def _member(r: sqlite3.Row) -> MemberRecord:
 def _score(r: sqlite3.Row) -> ScoreRow:
     return ScoreRow(subject=r["subject"], task=r["task"], split=r["split"], metric=r["metric"],
                     limit=None if r["lim"] < 0 else r["lim"], fewshot=r["fewshot"], value=r["value"], docs=r["docs"],
-                    reused_from=r["reused_from"], packed=r["outcomes"])
+                    reused_from=r["reused_from"], packed=r["outcomes"], estimator=r["estimator"], se=r["se"])
+
+
+def _se(se: Optional[dict], task: str, metric: str) -> Optional[float]:
+    value = (se or {}).get(task, {}).get(metric)
+    return None if value is None else float(value)
 
 
 def _crossover(r: sqlite3.Row) -> CrossoverRecord:
@@ -464,6 +507,25 @@ def _migrate_v2(conn: sqlite3.Connection) -> None:
             racing["bound"] = "wilson"
             conn.execute("UPDATE meta SET value=? WHERE key='config'", (json.dumps(config),))
         conn.execute("UPDATE meta SET value='3' WHERE key='schema_version'")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _migrate_v3(conn: sqlite3.Connection) -> None:
+    """Version 3 to 4 in one transaction: the scores table is rebuilt with `estimator` in its key ('' for every row
+    so far: each was computed on the documents it counts) and `se`, and the anchors table is created."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("ALTER TABLE scores RENAME TO scores_v3")
+        for statement in (_SCORES, _ANCHORS):
+            conn.execute(statement.strip().rstrip(";"))
+        conn.execute("INSERT INTO scores (subject, task, split, metric, lim, fewshot, value, docs, reused_from, "
+                     "created, outcomes) SELECT subject, task, split, metric, lim, fewshot, value, docs, reused_from, "
+                     "created, outcomes FROM scores_v3")
+        conn.execute("DROP TABLE scores_v3")
+        conn.execute("UPDATE meta SET value='4' WHERE key='schema_version'")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

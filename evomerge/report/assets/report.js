@@ -77,7 +77,15 @@
 
   function splitText(name) {
     const s = RUN.splits[name];
-    return `split '${s.split}'` + (s.limit === null ? ", all documents" : `, first ${s.limit} documents per task`);
+    return `split '${s.split}'` + (s.limit === null ? ", all documents" : `, first ${s.limit} documents per task`) + anchorText(name);
+  }
+
+  // where the split is estimated from anchor documents (fitness.select.estimator): how many, of how many
+  function anchorText(name) {
+    const a = RUN.splits[name].anchors;
+    if (!a) return "";
+    const counts = [...new Set(Object.values(a).map((t) => `${t.anchors} of ${t.documents}`))].join(", ");
+    return `; bred members and candidates are estimated from ${counts} anchor documents per task (≈: an estimate, ± its standard error), seeds scored on every document`;
   }
 
   function truncate(text, n) {
@@ -467,7 +475,7 @@
     aside.appendChild(el("table", { class: "mini scores" },
       el("thead", {}, el("tr", {}, ["task", "split", "metric", "docs", "shots", "value"].map((h) => el("th", { text: h })))),
       el("tbody", {}, m.scores.map((s) => el("tr", { title: s.reused_from ? `reused from ${s.reused_from}` : null },
-        el("td", { text: s.task }), el("td", { text: s.split }), el("td", { text: s.metric }),
+        el("td", { text: s.task }), el("td", { text: s.estimator ? `${s.split} ≈ ${s.estimator}` : s.split }), el("td", { text: s.metric }),
         el("td", { class: "num", text: s.limit === null ? `${s.docs}` : `${s.docs}/${s.limit}` }),
         el("td", { class: "num", text: s.fewshot }), numCell(s.value, s.se))))));
     paintSwatches(aside);
@@ -632,7 +640,7 @@
     draw();
     return el("section", { id: "leaderboard" },
       el("h2", { text: "Leaderboard" }),
-      el("p", { class: "muted", text: `Ranked by weighted select fitness; click any header to sort. ± is one standard error over the split's documents. gap = report − select: a negative gap is fitness that did not carry over to held-out documents (selection overfitting its own yardstick).${RUN.shared_fitness ? " Shared fitness (M2N2's resource competition, what this run selects by) splits each document among the alive members that solve it." : ""}` }),
+      el("p", { class: "muted", text: `Ranked by weighted select fitness; click any header to sort. ± is one standard error over the split's documents${anchorText("select")}. gap = report − select: a negative gap is fitness that did not carry over to held-out documents (selection overfitting its own yardstick).${RUN.shared_fitness ? " Shared fitness (M2N2's resource competition, what this run selects by) splits each document among the alive members that solve it." : ""}` }),
       filters, el("div", { class: "table-scroll" }, table));
   }
 
