@@ -1,10 +1,14 @@
 """Does evolution pay? The showcase's specialists, and every simpler way a user could combine them, at the same
-number of scored merges, each reported on the held-out report split with its paired difference to evomerge's arm.
+compute, each reported on the held-out report split with its paired difference to a reference arm.
 
     python benchmarks/baselines.py --arm seeds      # the shared specialists (once; about 30 min on 2 cores)
     python benchmarks/baselines.py --arm d          # one arm (each resumes where it stopped; <= 45 min on 2 cores)
     python benchmarks/baselines.py --arm all        # every arm not done yet, in order
     python benchmarks/baselines.py --table          # the table from whichever arms are done
+
+    # at equal documents, with select scores estimated from anchors (issue 29), paired with the joint search:
+    python benchmarks/baselines.py --pipeline pipelines/showcase-anchors.yaml --work runs/baselines-anchors \
+        --reference c-ta --arm all
 
 The arms (pipelines/showcase.yaml's population and fitness for all):
 
@@ -16,11 +20,19 @@ The arms (pipelines/showcase.yaml's population and fitness for all):
   its task vector is zero, so its weight is inert;
 - d: evomerge's showcase as it is: shared fitness + attraction, LoRA mutation;
 - e: the same with elitist + tournament;
-- f: the same without mutation.
+- f: the same without mutation;
+- g: the same as e with three parents per child (attraction is not needed to mix more skills per child);
+- full: the pipeline as it is but every candidate scored on every select document (only where the pipeline
+  estimates select scores from anchors: what the estimates save, and what they cost in the answer).
 
-Every searching arm (c, d, e, f) scores the same number of merges on the select split (24: 4 children x budget 6,
-or one child x budget 24); each arm's answer is its best member by select score, as the leaderboard ranks it, which
-may be a seed. Nothing here looks at the report split to choose anything: it is read once per answer, for the table.
+Every searching arm (c, d, e, f, g) gets the same budget of select documents: the evomerge pipeline's planned
+documents, generations x children x (CMA-ES budget + mutation rate) x the documents one candidate is scored on (its
+anchors where `fitness.select.estimator` is set, else every select document up to the limit), so the joint search
+(c) gets that many documents' worth of merges, in whole CMA-ES iterations of 8. Without anchors this is the same 24
+merges as the first table (4 children x budget 6). Each arm's answer is its best member by select score, as the
+leaderboard ranks it, which may be a seed. Nothing here looks at the report split to choose anything: it is read
+once per answer, for the table. "documents scored" counts the select documents each arm's search scored (a
+crossover child's reused candidate scores not twice), then the report documents its members were scored on.
 
 The specialists are fine-tuned once (`--arm seeds`, the showcase's own seeding) and each searching arm starts from a
 copy of that run directory with its own pipeline, so no arm pays for the seeds again and all share them exactly.
@@ -52,7 +64,10 @@ ARMS = {
     "d": "evomerge: shared + attraction",
     "e": "evomerge: elitist + tournament",
     "f": "evomerge: shared + attraction, no mutation",
+    "g": "evomerge: elitist + tournament, 3 parents per child",
+    "full": "evomerge: shared + attraction, every select document",
 }
+REFERENCE = "d"  # the arm every other is paired with (--reference)
 
 
 def showcase() -> dict:
@@ -67,20 +82,52 @@ def specialists() -> list[str]:
     return [m["name"] for m in population["members"] if m["name"] != population["base_model"]]
 
 
-def budget() -> int:
-    """Merges scored by the showcase (generations x children x CMA-ES budget): every searching arm's budget."""
+def per_candidate() -> int:
+    """Select documents one candidate is scored on: its anchors (n per task) where the pipeline estimates, else every
+    select document up to the limit."""
+    from evomerge.config import load_pipeline
+    from evomerge.fitness.lm_eval import Scorer
+
+    fitness = load_pipeline(SHOWCASE).pipeline.fitness
+    select = fitness.select
+    if select.estimator is not None:
+        return select.estimator.n * len(fitness.tasks)
+    scorer = Scorer(fitness)
+
+    def size(task: str) -> int:
+        lines = Path(scorer._configs[task]["dataset_kwargs"]["data_files"][select.split]).read_text().splitlines()
+        return sum(1 for line in lines if line.strip())
+
+    return sum(min(size(t.task), select.limit or size(t.task)) for t in fitness.tasks)
+
+
+def budget_documents() -> int:
+    """Select documents the evomerge arm plans to score: generations x children x (CMA-ES budget + mutation rate) x
+    one candidate's documents. Every searching arm's budget."""
     data = showcase()
-    return data["generations"] * data["children_per_generation"] * data["crossover"]["cma"]["budget"]
+    rate = (data.get("mutation") or {}).get("rate", 0.0)
+    children = data["generations"] * data["children_per_generation"]
+    return round(children * (data["crossover"]["cma"]["budget"] + rate) * per_candidate())
+
+
+def budget() -> int:
+    """The joint search's merges: the documents budget in candidates, whole CMA-ES iterations of 8."""
+    return max(8, budget_documents() // per_candidate() // 8 * 8)
 
 
 def pipeline_of(arm: str) -> dict:
     """The arm's pipeline: the showcase's, changed only where the arm differs."""
     data = showcase()
-    if arm == "e":
+    if arm in ("e", "g"):
         data["parent_selection"] = {"kind": "tournament", "k": 2}
         data["survivor_selection"] = {"kind": "elitist"}
+        if arm == "g":
+            data["parents_per_child"] = 3
     elif arm == "f":
         data.pop("mutation", None)
+    elif arm == "full":
+        if data["fitness"]["select"].pop("estimator", None) is None:
+            raise ValueError("arm full is the pipeline without its anchors, and this pipeline has none")
     elif arm in ("c-ta", "c-ties"):
         data.update(generations=1, children_per_generation=1, parents_per_child=len(specialists()) + 1,
                     parent_selection={"kind": "uniform"}, survivor_selection={"kind": "elitist"})
@@ -180,6 +227,7 @@ def merged_once(work: Path, arm: str) -> dict:
         result[f"{which}_outcomes"] = {t: scored.outcomes[t][m] for t, m in chosen.items()}
         result[f"{which}_docs"] = sum(scored.docs.values())
     result["weighted"] = fitness.weighted({t: {chosen[t]: v} for t, v in result["report"].items()})
+    result["select_documents"], result["report_documents"] = result["select_docs"], result["report_docs"]
     result["documents"] = result["select_docs"] + result["report_docs"]
     result["candidates"] = 1
     return result
@@ -188,9 +236,9 @@ def merged_once(work: Path, arm: str) -> dict:
 # ------------------------------------------------------------------ results
 
 
-def answer(run_dir: Path, *, seeds_only: bool = False, seed_docs: int = 0) -> dict:
+def answer(run_dir: Path, *, seeds_only: bool = False, seed_docs: tuple[int, int] = (0, 0)) -> dict:
     """A run's answer (its best member by select score, seeds only for arm a) with its report scores and outcomes,
-    and what the run scored beyond the seeds."""
+    and the select and report documents the run scored beyond the seeds' (`seed_docs`)."""
     from evomerge.evolution import open_config
     from evomerge.records import MemberState
     from evomerge.scores import ScoreBoard
@@ -204,17 +252,23 @@ def answer(run_dir: Path, *, seeds_only: bool = False, seed_docs: int = 0) -> di
     best = max(contenders, key=lambda m: (board.member(m.id).weighted or -1.0, -m.id))
     report = board.member(best.id, "report")
     chosen = {t.task: t.metric for t in fitness.tasks}
-    docs = sum(r.docs for r in store.all_scores() if chosen.get(r.task) == r.metric)
+    scored = [r for r in store.all_scores() if chosen.get(r.task) == r.metric and r.reused_from is None]
+    select_docs = sum(r.docs for r in scored if r.split == fitness.select.split) - seed_docs[0]
+    report_docs = sum(r.docs for r in scored if r.split == fitness.report.split) - seed_docs[1]
     candidates = sum(len(store.candidates(x.id)) for x in store.crossovers())
-    select = board.member(best.id).tasks
+    select = board.member(best.id)
     store.close()
-    return {"member": best.name, "params": best.params, "select": select, "report": report.tasks,
+    return {"member": best.name, "params": best.params, "select": select.tasks, "select_weighted": select.weighted,
+            "select_estimated": bool(select.estimator), "report": report.tasks,
             "report_outcomes": {t: report.outcomes[t].tolist() for t in chosen}, "weighted": report.weighted,
-            "documents": docs - seed_docs, "candidates": candidates}
+            "select_documents": select_docs, "report_documents": report_docs,
+            "documents": select_docs + report_docs, "candidates": candidates}
 
 
-def seed_documents(work: Path) -> int:
-    return answer(work / "seeds", seeds_only=True)["documents"]
+def seed_documents(work: Path) -> tuple[int, int]:
+    """The select and report documents the shared seeds were scored on (no arm pays for them)."""
+    seeds_answer = answer(work / "seeds", seeds_only=True)
+    return seeds_answer["select_documents"], seeds_answer["report_documents"]
 
 
 def _signed(v: float) -> str:
@@ -238,33 +292,43 @@ def table(work: Path) -> str:
     weights = {t.task: t.weight for t in fitness.tasks}
     metric = {t.task: t.metric for t in fitness.tasks}
     labels = {t: t.removeprefix("evomerge_") for t in tasks}
-    out = ["| arm | answer | report (weighted) | " + " | ".join(labels[t] for t in tasks)
-           + " | arm − (d), 95% paired interval | wall time | documents scored | merges scored |",
-           "|---|---|---:|" + "---:|" * len(tasks) + "---|---:|---:|---:|"]
-    d = results.get("d")
+    ref = REFERENCE
+    out = ["| arm | answer | select (weighted) | report (weighted) | " + " | ".join(labels[t] for t in tasks)
+           + f" | arm − ({ref}), 95% paired interval | wall time | select documents | report documents "
+             "| merges scored |",
+           "|---|---|---:|---:|" + "---:|" * len(tasks) + "---|---:|---:|---:|---:|"]
+    d = results.get(ref)
     for arm, label in ARMS.items():
         r = results.get(arm)
         if r is None:
-            out.append(f"| {arm}: {label} | not run yet |" + " |" * (len(tasks) + 5))
+            if arm != "full":
+                out.append(f"| {arm}: {label} | not run yet |" + " |" * (len(tasks) + 7))
             continue
         outs = {t: np.asarray(r["report_outcomes"][t], dtype=float) for t in tasks}
         ses = {t: task_se(r["report"][t], outs[t].size, metric[t], outs[t]) for t in tasks}
         w_se = fitness.weighted_se(ses)
-        if d is None or arm == "d":
-            versus = "–" if arm == "d" else "(d) not run yet"
+        if d is None or arm == ref:
+            versus = "–" if arm == ref else f"({ref}) not run yet"
         else:
             _, whole = paired(outs, {t: np.asarray(d["report_outcomes"][t], dtype=float) for t in tasks}, weights)
             versus = (f"{_signed(whole.diff)} [{_signed(whole.low)}, {_signed(whole.high)}]"
                       + (" within noise" if whole.low <= 0 <= whole.high else ""))
         wall = seconds.get(arm)
-        out.append(f"| {arm}: {label} | {r['member']} | {fmt_pm(r['weighted'], w_se)} | "
+        selected = r.get("select_weighted")
+        shown = "–" if selected is None else ("≈" if r.get("select_estimated") else "") + f"{selected:.4f}"
+        out.append(f"| {arm}: {label} | {r['member']} | {shown} | {fmt_pm(r['weighted'], w_se)} | "
                    + " | ".join(fmt_pm(r["report"][t], ses[t], 3) for t in tasks)
-                   + f" | {versus} | {'–' if wall is None else f'{wall / 60:.1f} min'} | {r['documents']} | "
-                   f"{r['candidates']} |")
+                   + f" | {versus} | {'–' if wall is None else f'{wall / 60:.1f} min'} | "
+                   f"{r.get('select_documents', '–')} | {r.get('report_documents', '–')} | {r['candidates']} |")
     if "seeds" in seconds:
         out.append(f"\nThe shared seeds (fine-tunes and their scores): {seconds['seeds'] / 60:.1f} min, not counted "
                    "in any arm; the showcase from scratch is seeds + (d).")
     return "\n".join(out)
+
+
+def _estimates() -> bool:
+    """Whether the evomerge arm's pipeline estimates select scores from anchors (then arm `full` means something)."""
+    return showcase()["fitness"]["select"].get("estimator") is not None
 
 
 def run_arm(work: Path, arm: str) -> None:
@@ -282,7 +346,7 @@ def run_arm(work: Path, arm: str) -> None:
         seeds(work)  # a no-op once they are done
         if arm == "a":
             result = answer(work / "seeds", seeds_only=True)
-            result["documents"] = 0
+            result.update(documents=0, select_documents=0, report_documents=0)
         elif arm.startswith("b-"):
             result = merged_once(work, arm)
         else:
@@ -296,7 +360,7 @@ def run_arm(work: Path, arm: str) -> None:
 
 
 def main() -> None:
-    global SHOWCASE
+    global SHOWCASE, REFERENCE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--arm", choices=["seeds", *ARMS, "all"], help="run this arm (resumes where it stopped)")
@@ -304,13 +368,17 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "baselines")
     parser.add_argument("--pipeline", type=Path, default=None, help="the evomerge arm's pipeline (default: the "
                         "showcase); the others are derived from it")
+    parser.add_argument("--reference", choices=[*ARMS], default=REFERENCE,
+                        help="the arm every other is paired with in the table (default: d)")
     args = parser.parse_args()
     SHOWCASE = (args.pipeline or SHOWCASE).resolve()
+    REFERENCE = args.reference
     if args.arm is None and not args.table:
         parser.error("give --arm or --table")
     args.work.mkdir(parents=True, exist_ok=True)
     if args.arm is not None:
-        for arm in ([*ARMS] if args.arm == "all" else [args.arm]):
+        every = [a for a in ARMS if a != "full" or _estimates()]
+        for arm in (every if args.arm == "all" else [args.arm]):
             run_arm(args.work, arm)
     if args.table or args.arm is not None:
         print(table(args.work))

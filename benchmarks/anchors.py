@@ -1,0 +1,170 @@
+"""How good is a select score estimated from anchor documents? On a run whose every candidate and member was scored
+on every select document, each is estimated again from its outcomes on the anchors alone, exactly what scoring it
+on the anchors gives (this script checks that on a member), and set against its score on every document.
+
+    python benchmarks/baselines.py --pipeline pipelines/showcase-anchors.yaml --work runs/baselines-anchors --arm full
+    python benchmarks/anchors.py runs/baselines-anchors/full            # the table (a minute or two on 2 cores)
+    python benchmarks/anchors.py runs/baselines-anchors/full --n 15 30 60 --draws 20
+
+The run's anchors are chosen as a run with `fitness.select.estimator: {kind: anchors, n: N}` chooses them: from
+its seeds' per-document select outcomes, with the run's seed (the first draw) and with seeds 1, 2, ... (the others,
+so that the table says how much rides on one draw). Printed per n: documents scored per candidate against every
+document, the mean and largest absolute error of the weighted estimate, its rank correlation with the full score
+(Spearman, over every candidate and member), how often the full score lies within the estimate's 95% interval, and
+in how many crossovers the estimates pick the child the full scores picked (and, where not, how much worse on the
+full score the estimated pick is). Goal (issue 29): ≥10x fewer documents, mean absolute error ≤ 0.02, the same
+child in ≥ 8 of 10 crossovers.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def load(run_dir: Path):
+    """(fitness, seeds' per-task metric outcomes, every other subject's chosen-metric outcomes, crossovers): the
+    subjects scored on every select document."""
+    from evomerge.evolution import open_config
+    from evomerge.store import open_store
+
+    store = open_store(run_dir)
+    loaded = open_config(store)
+    fitness = loaded.pipeline.fitness
+    key = {"split": fitness.select.split, "limit": fitness.select.limit, "fewshot": fitness.num_fewshot}
+
+    def rows(subject: str) -> dict[str, dict[str, np.ndarray]]:
+        out: dict = {}
+        for r in store.scores(subject, **key):
+            if r.packed is not None:
+                out.setdefault(r.task, {})[r.metric] = r.outcomes()
+        return out
+
+    seeds = [rows(f"member:{m.id}") for m in store.members() if m.generation == 0 and m.state.value != "failed"]
+    others = {}
+    for m in store.members():
+        if m.generation > 0 and not (store.member(m.id).params.get("candidate")):  # mutants (children reuse)
+            r = rows(f"member:{m.id}")
+            if r:
+                others[m.name] = r
+    crossovers = []
+    for x in store.crossovers():
+        names = []
+        for c in store.candidates(x.id):
+            r = rows(f"candidate:{c.id}")
+            if r and c.score is not None:
+                others[f"candidate {c.id}"] = r
+                names.append(f"candidate {c.id}")
+        if names:
+            crossovers.append(names)
+    store.close()
+    return loaded, seeds, others, crossovers
+
+
+def evaluate(loaded, seeds, others, crossovers, *, n: int, seed: int) -> dict:
+    from evomerge.fitness.anchors import Anchors, features
+
+    fitness = loaded.pipeline.fitness
+    tasks = [t.task for t in fitness.tasks]
+    size = {t: len(seeds[0][t][m]) for t, m in ((t.task, t.metric) for t in fitness.tasks)}
+    estimator = Anchors(Anchors.Settings(kind="anchors", n=n))
+    anchors = {t: estimator.choose(t, features([s[t] for s in seeds], size[t]), seed=seed) for t in tasks}
+    total = sum(t.weight for t in fitness.tasks)
+    est, full, se = {}, {}, {}
+    for name, r in others.items():
+        values, errors = {}, {}
+        for t in fitness.tasks:
+            y = r[t.task][t.metric]
+            a = anchors[t.task]
+            values[t.task], errors[t.task] = estimator.estimate(a, y[list(a.docs)])
+        est[name] = sum(t.weight * values[t.task] for t in fitness.tasks) / total
+        se[name] = math.sqrt(sum(t.weight ** 2 * errors[t.task] ** 2 for t in fitness.tasks)) / total
+        full[name] = sum(t.weight * r[t.task][t.metric].mean() for t in fitness.tasks) / total
+    names = list(others)
+    err = np.asarray([est[k] - full[k] for k in names])
+    from scipy.stats import spearmanr
+
+    same, regret = 0, []
+    for cands in crossovers:
+        by_full = max(cands, key=lambda k: full[k])  # ties: the first, as the crossover takes
+        by_est = max(cands, key=lambda k: est[k])
+        same += by_full == by_est
+        if by_full != by_est:
+            regret.append(full[by_full] - full[by_est])
+    return {"n": n, "seed": seed, "docs": sum(len(a.docs) for a in anchors.values()),
+            "all": sum(size.values()), "mae": float(np.abs(err).mean()), "max": float(np.abs(err).max()),
+            "rho": float(spearmanr([est[k] for k in names], [full[k] for k in names]).statistic),
+            "cover": float(np.mean([abs(est[k] - full[k]) <= 1.96 * se[k] for k in names])),
+            "same": same, "crossovers": len(crossovers), "regret": max(regret, default=0.0),
+            "models": len(names)}
+
+
+def check_outcomes(run_dir: Path, loaded, n: int) -> str:
+    """Score one alive member on the anchors alone and compare with its full outcomes there."""
+    from evomerge.fitness.anchors import Anchors, features
+    from evomerge.fitness.lm_eval import Scorer
+    from evomerge.models import load_model, load_tokenizer
+    from evomerge.store import open_store
+
+    store = open_store(run_dir)
+    fitness = loaded.pipeline.fitness
+    key = {"split": fitness.select.split, "limit": fitness.select.limit, "fewshot": fitness.num_fewshot}
+    member = next(m for m in store.members() if m.generation > 0 and m.state.value == "alive" and m.weights)
+    full = {(r.task, r.metric): r.outcomes() for r in store.scores(f"member:{member.id}", **key) if r.packed}
+    seed_rows = [m for m in store.members() if m.generation == 0 and m.state.value != "failed"]
+    estimator = Anchors(Anchors.Settings(kind="anchors", n=n))
+    docs = {}
+    for t in fitness.tasks:
+        rows = [{r.metric: r.outcomes() for r in store.scores(f"member:{m.id}", **key) if r.task == t.task}
+                for m in seed_rows]
+        docs[t.task] = estimator.choose(t.task, features(rows, len(rows[0][t.metric])), seed=0).docs
+    path = member.weights if Path(member.weights).is_absolute() else str(run_dir / member.weights)
+    store.close()
+    scorer = Scorer(fitness.model_copy(update={"select": fitness.select.model_copy(update={"estimator": None})}),
+                    include_paths=loaded.include_paths())
+    scored = scorer.evaluate(load_model(path), load_tokenizer(path), "select", docs=docs)
+    off = sum(int(np.sum(np.asarray(scored.outcomes[t][m]) != full[t, m][list(docs[t])]))
+              for t in docs for m in scored.outcomes[t])
+    return (f"{member.name} scored on its {sum(len(d) for d in docs.values())} anchor documents alone: {off} "
+            "outcomes differ from its outcomes there when scored on every document")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("run_dir", type=Path, help="a run scored on every select document (no estimator)")
+    parser.add_argument("--n", type=int, nargs="+", default=[15, 30, 60], help="anchors per task")
+    parser.add_argument("--draws", type=int, default=10, help="anchor draws per n (seeds 0, 1, ...)")
+    parser.add_argument("--no-check", action="store_true", help="skip scoring a member on its anchors")
+    args = parser.parse_args()
+    loaded, seeds, others, crossovers = load(args.run_dir)
+    print(f"{args.run_dir}: {len(seeds)} seeds; {len(others)} candidates and mutants scored on every select "
+          f"document; {len(crossovers)} crossovers")
+    print("| anchors per task | documents per candidate (of all) | fewer | mean abs error | largest | Spearman | "
+          "95% interval covers | same child | worst miss |")
+    print("|---:|---|---:|---:|---:|---:|---:|---|---:|")
+    for n in args.n:
+        runs = [evaluate(loaded, seeds, others, crossovers, n=n, seed=s) for s in range(args.draws)]
+        first = runs[0]
+
+        def span(key: str, digits: int = 4) -> str:
+            values = [r[key] for r in runs]
+            return f"{first[key]:.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
+
+        print(f"| {n} | {first['docs']} of {first['all']} | {first['all'] / first['docs']:.1f}x | {span('mae')} | "
+              f"{span('max')} | {span('rho', 3)} | {span('cover', 2)} | {first['same']} of {first['crossovers']} "
+              f"({min(r['same'] for r in runs)}–{max(r['same'] for r in runs)}) | {span('regret')} |")
+    print(f"(first value: the run's own draw, seed 0; in brackets: the range over {args.draws} draws, seeds 0 to "
+          f"{args.draws - 1}; worst miss: the full score the estimated pick loses to the full pick, at most)")
+    if not args.no_check:
+        print(check_outcomes(args.run_dir, loaded, args.n[0]))
+
+
+if __name__ == "__main__":
+    main()
