@@ -90,18 +90,27 @@ def evaluate(loaded, seeds, others, crossovers, *, n: int, seed: int) -> dict:
     err = np.asarray([est[k] - full[k] for k in names])
     from scipy.stats import spearmanr
 
-    same, regret = 0, []
+    same, regret, worst = 0, [], None
     for cands in crossovers:
         by_full = max(cands, key=lambda k: full[k])  # ties: the first, as the crossover takes
         by_est = max(cands, key=lambda k: est[k])
         same += by_full == by_est
         if by_full != by_est:
             regret.append(full[by_full] - full[by_est])
+            if regret[-1] == max(regret):
+                worst = (by_full, by_est)
+    interval = None
+    if worst is not None:  # the worst miss, paired over every select document: is it beyond noise?
+        from evomerge.outcomes import paired
+
+        outcomes = [{t.task: others[k][t.task][t.metric] for t in fitness.tasks} for k in worst]
+        whole = paired(*outcomes, {t.task: t.weight for t in fitness.tasks})[1]
+        interval = (whole.low, whole.high)
     return {"n": n, "seed": seed, "docs": sum(len(a.docs) for a in anchors.values()),
             "all": sum(size.values()), "mae": float(np.abs(err).mean()), "max": float(np.abs(err).max()),
             "rho": float(spearmanr([est[k] for k in names], [full[k] for k in names]).statistic),
             "cover": float(np.mean([abs(est[k] - full[k]) <= 1.96 * se[k] for k in names])),
-            "same": same, "crossovers": len(crossovers), "regret": max(regret, default=0.0),
+            "same": same, "crossovers": len(crossovers), "regret": max(regret, default=0.0), "interval": interval,
             "models": len(names)}
 
 
@@ -157,11 +166,14 @@ def main() -> None:
             values = [r[key] for r in runs]
             return f"{first[key]:.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
 
+        low, high = first["interval"] or (0.0, 0.0)
         print(f"| {n} | {first['docs']} of {first['all']} | {first['all'] / first['docs']:.1f}x | {span('mae')} | "
               f"{span('max')} | {span('rho', 3)} | {span('cover', 2)} | {first['same']} of {first['crossovers']} "
-              f"({min(r['same'] for r in runs)}–{max(r['same'] for r in runs)}) | {span('regret')} |")
+              f"({min(r['same'] for r in runs)}–{max(r['same'] for r in runs)}) | "
+              f"{span('regret')} [{low:+.4f}, {high:+.4f}] |")
     print(f"(first value: the run's own draw, seed 0; in brackets: the range over {args.draws} draws, seeds 0 to "
-          f"{args.draws - 1}; worst miss: the full score the estimated pick loses to the full pick, at most)")
+          f"{args.draws - 1}; worst miss: the full score the estimated pick loses to the full pick, at most, with "
+          "the first draw's 95% paired interval over every select document)")
     if not args.no_check:
         print(check_outcomes(args.run_dir, loaded, args.n[0]))
 

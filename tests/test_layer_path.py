@@ -98,7 +98,6 @@ def test_an_empty_or_too_long_path_is_an_invalid_candidate():
 def test_a_merge_method_takes_only_parents_of_the_base_depth_in_a_population_with_paths(tiny_pipeline: Path):
     """The decision for parameter-space crossover among members of several depths: restricted to the base's depth
     (task vectors subtract the base); too few of them is a clear error, not a shape error inside mergekit."""
-    from evomerge.crossover.search import CrossoverStage
     from evomerge.errors import EvomergeError
     from evomerge.evolution import Run
 
@@ -112,7 +111,7 @@ def test_a_merge_method_takes_only_parents_of_the_base_depth_in_a_population_wit
         ids = [run.store.member(n).id for n in ("base", "a", "b")]
         for m in ids:
             run.artifacts.depth(m)
-        stage = CrossoverStage(run.ctx, run.breeding.parents)
+        stage = run.breeding.crossover
         assert stage._breedable(ids, "model_stock", 1) == ids[1:]  # mergekit's model_stock: the base apart
         run.artifacts._depths[ids[2]] = 6  # as if b were a path of 6 layers
         assert stage._breedable(ids, "ties", 1) == ids[:2]
@@ -241,7 +240,7 @@ def test_crossover_operators_are_drawn_per_child_by_weight_and_misconfigurations
     spec = CrossoverSpec(operators=[{"method": "task_arithmetic", "weight": 3}, {"method": "layer_path", "weight": 1}])
     assert [op.method for op in spec.choices()] == ["task_arithmetic", "layer_path"]
     assert spec.operator("layer_path").path is None and spec.operator("task_arithmetic").search == ("weight",)
-    stage = CrossoverStage(SimpleNamespace(cfg=SimpleNamespace(crossover=spec, seed=7)), parents=None)
+    stage = CrossoverStage(SimpleNamespace(cfg=SimpleNamespace(crossover=spec, seed=7)), parents=None, estimates=None)
     drawn = [stage._operator(g, s) for g in range(1, 41) for s in range(10)]
     assert drawn == [stage._operator(g, s) for g in range(1, 41) for s in range(10)]  # keyed, not by arrival
     assert 0.68 < drawn.count("task_arithmetic") / len(drawn) < 0.82  # 3 : 1 over 400 children
