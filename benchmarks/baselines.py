@@ -331,6 +331,16 @@ def _estimates() -> bool:
     return showcase()["fitness"]["select"].get("estimator") is not None
 
 
+def _record(file: Path, arm: str, value) -> None:
+    """Set `arm` in the JSON file `file`, read again just before writing (arms may run side by side, each in its own
+    process), and replaced whole, so that a kill leaves the old file or the new one."""
+    data = json.loads(file.read_text()) if file.is_file() else {}
+    data[arm] = value
+    tmp = file.with_suffix(f".{arm}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(file)
+
+
 def run_arm(work: Path, arm: str) -> None:
     results_file, seconds_file = work / "results.json", work / "seconds.json"
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}
@@ -352,10 +362,8 @@ def run_arm(work: Path, arm: str) -> None:
         else:
             result = answer(evolve(work, arm), seed_docs=seed_documents(work))
     finally:
-        seconds[arm] = seconds.get(arm, 0.0) + time.perf_counter() - start
-        seconds_file.write_text(json.dumps(seconds, indent=1))
-    results[arm] = result
-    results_file.write_text(json.dumps(results))
+        _record(seconds_file, arm, seconds.get(arm, 0.0) + time.perf_counter() - start)
+    _record(results_file, arm, result)
     print(f"arm {arm}: {result['member']}, report {result['weighted']:.4f}")
 
 

@@ -47,6 +47,7 @@ def test_demo_pipeline_runs_on_the_real_model_with_a_minimal_budget(tmp_path: Pa
     assert "[task_arithmetic weight=" in lineage and "[lora task=" in lineage and "smollm2-135m-instruct" in lineage
 
 
+@pytest.mark.slow  # NSGA-II and racing are in tests/test_pareto.py and test_racing.py on tiny models
 @NEEDS_MODEL
 def test_pareto_pipeline_races_and_selects_by_fronts_on_the_real_model(tmp_path: Path):
     """pipelines/pareto.yaml (nsga2 and racing) with a minimal budget: the race's rungs are stored, the final
@@ -78,6 +79,7 @@ def test_every_shipped_pipeline_on_the_embedded_model_is_valid():
     assert [op.method for op in ps_dfs.choices()] == ["task_arithmetic", "layer_path"]
 
 
+@pytest.mark.slow  # layer paths and PS-then-DFS runs are in tests/test_layer_path.py on tiny models
 @NEEDS_MODEL
 def test_ps_dfs_pipeline_breeds_both_kinds_on_the_real_model(tmp_path: Path):
     """pipelines/ps-dfs.yaml with a minimal budget: with seed 0 the first generation's two children are drawn one of
