@@ -40,7 +40,7 @@ def test_arms_run_share_their_seeds_and_are_paired_with_arm_d(tiny_models: Path,
     assert again.returncode == 0 and "done already" in again.stdout
     table = baselines("--table", *common).stdout
     lines = [line for line in table.splitlines() if line.startswith("| ")]
-    assert lines[0].startswith("| arm | answer | report (weighted)")
+    assert lines[0].startswith("| arm | answer | select (weighted) | report (weighted)")
     row = {line.split(" | ")[0].removeprefix("| ").split(":")[0]: line for line in lines[1:]}
     assert "not run yet" in row["e"] and "not run yet" in row["b-ties"]
     for arm in ("a", "b-ta", "c-ta"):
