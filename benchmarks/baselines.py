@@ -2,7 +2,7 @@
 compute, each reported on the held-out report split with its paired difference to a reference arm.
 
     python benchmarks/baselines.py --arm seeds      # the shared specialists (once; about 30 min on 2 cores)
-    python benchmarks/baselines.py --arm d          # one arm (each resumes where it stopped; <= 45 min on 2 cores)
+    python benchmarks/baselines.py --arm d          # one arm, resumable (<= 45 min on 2 cores; 1-2 h with anchors)
     python benchmarks/baselines.py --arm all        # every arm not done yet, in order
     python benchmarks/baselines.py --table          # the table from whichever arms are done
 
