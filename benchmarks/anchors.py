@@ -5,6 +5,7 @@ on the anchors gives (this script checks that on a member), and set against its 
     python benchmarks/baselines.py --pipeline pipelines/showcase-anchors.yaml --work runs/baselines-anchors --arm full
     python benchmarks/anchors.py runs/baselines-anchors/full            # the table (a minute or two on 2 cores)
     python benchmarks/anchors.py runs/baselines-anchors/full --n 15 30 60 --draws 20
+    python benchmarks/anchors.py runs/baselines-anchors/full --n 30 --allocation proportional neyman --no-check
 
 The run's anchors are chosen as a run with `fitness.select.estimator: {kind: anchors, n: N}` chooses them: from
 its seeds' per-document select outcomes, with the run's seed (the first draw) and with seeds 1, 2, ... (the others,
@@ -67,13 +68,13 @@ def load(run_dir: Path):
     return loaded, seeds, others, crossovers
 
 
-def evaluate(loaded, seeds, others, crossovers, *, n: int, seed: int) -> dict:
+def evaluate(loaded, seeds, others, crossovers, *, n: int, seed: int, allocation: str = "proportional") -> dict:
     from evomerge.fitness.anchors import Anchors, features
 
     fitness = loaded.pipeline.fitness
     tasks = [t.task for t in fitness.tasks]
     size = {t: len(seeds[0][t][m]) for t, m in ((t.task, t.metric) for t in fitness.tasks)}
-    estimator = Anchors(Anchors.Settings(kind="anchors", n=n))
+    estimator = Anchors(Anchors.Settings(kind="anchors", n=n, allocation=allocation))
     anchors = {t: estimator.choose(t, features([s[t] for s in seeds], size[t]), seed=seed) for t in tasks}
     total = sum(t.weight for t in fitness.tasks)
     est, full, se = {}, {}, {}
@@ -149,17 +150,20 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("run_dir", type=Path, help="a run scored on every select document (no estimator)")
     parser.add_argument("--n", type=int, nargs="+", default=[15, 30, 60], help="anchors per task")
+    parser.add_argument("--allocation", nargs="+", default=["proportional"], choices=["proportional", "neyman"],
+                        help="how anchors are shared among strata (fitness.select.estimator.allocation)")
     parser.add_argument("--draws", type=int, default=10, help="anchor draws per n (seeds 0, 1, ...)")
     parser.add_argument("--no-check", action="store_true", help="skip scoring a member on its anchors")
     args = parser.parse_args()
     loaded, seeds, others, crossovers = load(args.run_dir)
     print(f"{args.run_dir}: {len(seeds)} seeds; {len(others)} candidates and mutants scored on every select "
           f"document; {len(crossovers)} crossovers")
-    print("| anchors per task | documents per candidate (of all) | fewer | mean abs error | largest | Spearman | "
+    print("| allocation | anchors per task | documents per candidate (of all) | fewer | mean abs error | largest | Spearman | "
           "95% interval covers | same child | worst miss |")
-    print("|---:|---|---:|---:|---:|---:|---:|---|---:|")
-    for n in args.n:
-        runs = [evaluate(loaded, seeds, others, crossovers, n=n, seed=s) for s in range(args.draws)]
+    print("|---|---:|---|---:|---:|---:|---:|---:|---|---:|")
+    for allocation, n in ((a, n) for a in args.allocation for n in args.n):
+        runs = [evaluate(loaded, seeds, others, crossovers, n=n, seed=s, allocation=allocation)
+                for s in range(args.draws)]
         first = runs[0]
 
         def span(key: str, digits: int = 4) -> str:
@@ -167,7 +171,7 @@ def main() -> None:
             return f"{first[key]:.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
 
         low, high = first["interval"] or (0.0, 0.0)
-        print(f"| {n} | {first['docs']} of {first['all']} | {first['all'] / first['docs']:.1f}x | {span('mae')} | "
+        print(f"| {allocation} | {n} | {first['docs']} of {first['all']} | {first['all'] / first['docs']:.1f}x | {span('mae')} | "
               f"{span('max')} | {span('rho', 3)} | {span('cover', 2)} | {first['same']} of {first['crossovers']} "
               f"({min(r['same'] for r in runs)}–{max(r['same'] for r in runs)}) | "
               f"{span('regret')} [{low:+.4f}, {high:+.4f}] |")

@@ -68,6 +68,35 @@ def test_the_stratified_estimate_is_unbiased_and_its_standard_error_honest():
     assert np.abs(errors).mean() < np.sqrt(y.var() / 30) * 0.8  # better than 30 documents drawn at random
 
 
+def test_neyman_allocation_spends_the_anchors_where_the_seeds_disagree_and_estimates_a_merge_better():
+    """A merge gets right what every seed gets right and is a coin flip where they disagree: Neyman allocation
+    gives the strata the seeds agree on their floor only, and its estimate stays unbiased, honest and closer."""
+    rng = np.random.default_rng(2)
+    features = _features(rng, 300)
+    agree = (features.min(axis=1) == features.max(axis=1))
+    y = np.where(agree, features[:, 0], rng.random(300) < 0.5 + 0.2 * features[:, 0]).astype(float)
+    ways = {kind: Anchors(Anchors.Settings(kind="anchors", n=30, allocation=kind)) for kind in ("proportional",
+                                                                                               "neyman")}
+    a = ways["neyman"].choose("t", features, seed=0)
+    strata, drawn = np.asarray(a.strata), np.bincount(np.asarray(a.strata)[list(a.docs)])
+    for h in range(strata.max() + 1):
+        if agree[strata == h].all():
+            assert drawn[h] == min(2, (strata == h).sum())
+    assert len(a.docs) == 30 and a == ways["neyman"].choose("t", features, seed=0)
+    errors, covered = {}, {}
+    for kind, way in ways.items():
+        e, c = [], []
+        for seed in range(200):
+            a = way.choose("t", features, seed=seed)
+            value, se = stratified(a, y[list(a.docs)])
+            e.append(value - y.mean())
+            c.append(abs(value - y.mean()) <= 1.96 * se)
+        errors[kind], covered[kind] = np.asarray(e), np.mean(c)
+        assert abs(errors[kind].mean()) < 3 * errors[kind].std() / np.sqrt(200)
+    assert np.abs(errors["neyman"]).mean() < 0.85 * np.abs(errors["proportional"]).mean()
+    assert covered["neyman"] >= 0.9 and covered["neyman"] >= covered["proportional"]
+
+
 def test_a_model_scored_on_its_anchors_has_the_outcomes_it_has_there_on_the_whole_split(tiny_models: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -133,6 +133,11 @@ CASES = {
     "an unknown estimator": ("pipeline.yaml", "select: {split: select, limit: 6}",
                              "select: {split: select, limit: 6, estimator: {kind: irt}}",
                              ["pipeline.yaml", "fitness.select.estimator", "irt", "anchors"]),
+    "an unknown anchor allocation": ("pipeline.yaml", "select: {split: select, limit: 6}",
+                                     "select: {split: select, limit: 6, estimator: {kind: anchors, n: 3, "
+                                     "allocation: optimal}}",
+                                     ["pipeline.yaml", "fitness.select.estimator.allocation", "optimal",
+                                      "proportional", "neyman"]),
     "include_path the whole disk": ("pipeline.yaml", "report: {split: report, limit: 6}",
                                     "report: {split: report, limit: 6}\n  include_path: [/]",
                                     ["pipeline.yaml", "fitness.include_path.0", "more than 5000"]),

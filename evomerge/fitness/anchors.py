@@ -8,8 +8,12 @@ Once every seed is scored on every select document, each task's documents are cl
 them (each document is the vector of the seeds' per-document outcomes on every metric that has them, e.g. acc and
 acc_norm of each seed), with scikit-learn's k-means (`STRATA_PER_ANCHOR` anchors per cluster on average, the
 clusters as strata), and `n` anchors are drawn from the strata without replacement: each stratum gets its share of
-`n` by size (largest remainders, at least `MIN_PER_STRATUM` where it has them), its documents drawn uniformly by a
-generator keyed by the run's seed and the task. Documents the seeds found alike land in one stratum, so a stratum
+`n` (largest remainders, at least `MIN_PER_STRATUM` where it has them), its documents drawn uniformly by a
+generator keyed by the run's seed and the task. The share is by size (`allocation: proportional`, the default) or,
+with `allocation: neyman`, by size times the spread a model is expected to have there (Neyman allocation, Cochran
+eq. 5.26: n_h ∝ N_h S_h), S_h = √(p_h(1 − p_h)) with p_h the stratum's mean seed outcome, as if a merge got each of
+its documents right as often as the seeds do: a stratum every seed gets right (or wrong) gets its floor only, the
+documents the seeds disagree on, where candidates differ, get the rest. Documents the seeds found alike land in one stratum, so a stratum
 is a kind of document (all seeds right, only the arithmetic specialist right, ...) and a merge of the seeds behaves
 alike on most of it.
 
@@ -31,7 +35,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from typing import ClassVar, Optional
+from typing import ClassVar, Literal, Optional
 
 import numpy as np
 from pydantic import Field
@@ -50,6 +54,8 @@ class Anchors:
 
     class Settings(KindSettings):
         n: int = Field(ge=2, description="anchor documents per task (at most the split's documents)")
+        allocation: Literal["proportional", "neyman"] = Field(
+            "proportional", description="anchors per stratum: by its size, or by its size times the seeds' spread")
 
     def __init__(self, settings: "Anchors.Settings") -> None:
         self.settings = settings
@@ -74,7 +80,13 @@ class Anchors:
             strata = _renumbered(strata)
         rng = np.random.default_rng(key)
         docs = []
-        for h, count in enumerate(_allocation(np.bincount(strata), n)):
+        sizes = np.bincount(strata)
+        weight = sizes.astype(np.float64)
+        if self.settings.allocation == "neyman":
+            p = np.asarray([features[strata == h].mean() for h in range(sizes.size)])
+            spread = sizes * np.sqrt(p * (1 - p))
+            weight = spread if spread.sum() > 0 else weight  # every seed alike everywhere: by size
+        for h, count in enumerate(_allocation(sizes, n, weight)):
             members = np.flatnonzero(strata == h)
             docs += rng.choice(members, size=count, replace=False).tolist()
         return AnchorSet(task=task, docs=tuple(sorted(int(d) for d in docs)), strata=tuple(int(h) for h in strata))
@@ -106,9 +118,9 @@ def stratified(anchors: AnchorSet, outcomes: np.ndarray) -> tuple[float, float]:
     return value, math.sqrt(var)
 
 
-def _allocation(sizes: np.ndarray, n: int) -> list[int]:
-    """Anchors per stratum: n shared by size (largest remainders), at least MIN_PER_STRATUM where a stratum has
-    that many documents, never more than it has."""
+def _allocation(sizes: np.ndarray, n: int, weight: np.ndarray) -> list[int]:
+    """Anchors per stratum: n shared in proportion to `weight` (largest remainders), at least MIN_PER_STRATUM where
+    a stratum has that many documents, never more than it has."""
     floor = np.minimum(sizes, MIN_PER_STRATUM)
     if floor.sum() >= n:  # more strata than anchors allow: the largest strata first
         out = np.zeros_like(sizes)
@@ -116,8 +128,8 @@ def _allocation(sizes: np.ndarray, n: int) -> list[int]:
             take = min(floor[h], n - out.sum())
             out[h] = take
         return out.tolist()
-    share = sizes / sizes.sum() * n
-    out = np.maximum(floor, np.floor(share).astype(int))
+    share = weight / weight.sum() * n
+    out = np.minimum(sizes, np.maximum(floor, np.floor(share).astype(int)))  # neyman's share can exceed a stratum
     while out.sum() > n:  # the floors took more than their share: give back where the share is most exceeded
         over = np.where(out > floor, out - share, -np.inf)
         out[int(np.argmax(over))] -= 1
