@@ -158,8 +158,8 @@ def main() -> None:
     loaded, seeds, others, crossovers = load(args.run_dir)
     print(f"{args.run_dir}: {len(seeds)} seeds; {len(others)} candidates and mutants scored on every select "
           f"document; {len(crossovers)} crossovers")
-    print("| allocation | anchors per task | documents per candidate (of all) | fewer | mean abs error | largest | Spearman | "
-          "95% interval covers | same child | worst miss |")
+    print("| allocation | anchors per task | documents per candidate (of all) | fewer | mean abs error | largest | "
+          "Spearman | 95% interval covers | same child | worst miss |")
     print("|---|---:|---|---:|---:|---:|---:|---:|---|---:|")
     for allocation, n in ((a, n) for a in args.allocation for n in args.n):
         runs = [evaluate(loaded, seeds, others, crossovers, n=n, seed=s, allocation=allocation)
@@ -171,8 +171,9 @@ def main() -> None:
             return f"{first[key]:.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
 
         low, high = first["interval"] or (0.0, 0.0)
-        print(f"| {allocation} | {n} | {first['docs']} of {first['all']} | {first['all'] / first['docs']:.1f}x | {span('mae')} | "
-              f"{span('max')} | {span('rho', 3)} | {span('cover', 2)} | {first['same']} of {first['crossovers']} "
+        print(f"| {allocation} | {n} | {first['docs']} of {first['all']} | {first['all'] / first['docs']:.1f}x | "
+              f"{span('mae')} | {span('max')} | {span('rho', 3)} | {span('cover', 2)} | "
+              f"{first['same']} of {first['crossovers']} "
               f"({min(r['same'] for r in runs)}–{max(r['same'] for r in runs)}) | "
               f"{span('regret')} [{low:+.4f}, {high:+.4f}] |")
     print(f"(first value: the run's own draw, seed 0; in brackets: the range over {args.draws} draws, seeds 0 to "

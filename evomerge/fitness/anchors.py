@@ -9,13 +9,13 @@ them (each document is the vector of the seeds' per-document outcomes on every m
 acc_norm of each seed), with scikit-learn's k-means (`STRATA_PER_ANCHOR` anchors per cluster on average, the
 clusters as strata), and `n` anchors are drawn from the strata without replacement: each stratum gets its share of
 `n` (largest remainders, at least `MIN_PER_STRATUM` where it has them), its documents drawn uniformly by a
-generator keyed by the run's seed and the task. The share is by size (`allocation: proportional`, the default) or,
-with `allocation: neyman`, by size times the spread a model is expected to have there (Neyman allocation, Cochran
-eq. 5.26: n_h ∝ N_h S_h), S_h = √(p_h(1 − p_h)) with p_h the stratum's mean seed outcome, as if a merge got each of
-its documents right as often as the seeds do: a stratum every seed gets right (or wrong) gets its floor only, the
-documents the seeds disagree on, where candidates differ, get the rest. Documents the seeds found alike land in one stratum, so a stratum
-is a kind of document (all seeds right, only the arithmetic specialist right, ...) and a merge of the seeds behaves
-alike on most of it.
+generator keyed by the run's seed and the task. The share is by size (`allocation: proportional`, the default)
+or, with `allocation: neyman`, by size times the spread a model is expected to have there (Neyman allocation,
+Cochran eq. 5.26: n_h ∝ N_h S_h), S_h = √(p_h(1 − p_h)) with p_h the stratum's mean seed outcome, as if a merge
+got each of its documents right as often as the seeds do: a stratum every seed gets right (or wrong) gets its floor
+only, the documents the seeds disagree on, where candidates differ, get the rest. Documents the seeds found alike
+land in one stratum, so a stratum is a kind of document (all seeds right, only the arithmetic specialist right,
+...) and a merge of the seeds behaves alike on most of it.
 
 A later model (a CMA-ES candidate, a mutant) is scored on the anchors only, and its score on the whole split is the
 stratified estimate (Cochran, Sampling Techniques, 3rd ed., eq. 5.1 and 5.6):
