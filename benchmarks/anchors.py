@@ -68,6 +68,28 @@ def load(run_dir: Path):
     return loaded, seeds, others, crossovers
 
 
+def full_score(fitness, outcomes) -> float:
+    """The weighted select score on every document, as the run computes it (Fitness.weighted)."""
+    return fitness.weighted({t.task: {t.metric: float(outcomes[t.task][t.metric].mean())} for t in fitness.tasks})
+
+
+def beyond_noise(fitness, others, better: str, worse: str) -> tuple[bool, tuple[float, float]]:
+    """Whether `better` scores above `worse` beyond noise, and the 95% interval of the difference, paired over every
+    select document."""
+    from evomerge.outcomes import paired
+
+    outcomes = [{t.task: others[k][t.task][t.metric] for t in fitness.tasks} for k in (better, worse)]
+    whole = paired(*outcomes, {t.task: t.weight for t in fitness.tasks})[1]
+    return whole.low > 0, (whole.low, whole.high)
+
+
+def clear_picks(fitness, others, crossovers) -> int:
+    """In how many crossovers the full scores pick their child beyond noise over the runner-up."""
+    # sorted is stable: ties keep the first, as the crossover takes
+    ranked = [sorted(cands, key=lambda k: -full_score(fitness, others[k])) for cands in crossovers]
+    return sum(len(r) > 1 and beyond_noise(fitness, others, r[0], r[1])[0] for r in ranked)
+
+
 def evaluate(loaded, seeds, others, crossovers, *, n: int, seed: int, allocation: str = "proportional") -> dict:
     from evomerge.fitness.anchors import Anchors, features
 
@@ -86,38 +108,28 @@ def evaluate(loaded, seeds, others, crossovers, *, n: int, seed: int, allocation
             values[t.task], errors[t.task] = estimator.estimate(a, y[list(a.docs)])
         est[name] = sum(t.weight * values[t.task] for t in fitness.tasks) / total
         se[name] = math.sqrt(sum(t.weight ** 2 * errors[t.task] ** 2 for t in fitness.tasks)) / total
-        full[name] = sum(t.weight * r[t.task][t.metric].mean() for t in fitness.tasks) / total
+        full[name] = full_score(fitness, r)
     names = list(others)
     err = np.asarray([est[k] - full[k] for k in names])
     from scipy.stats import spearmanr
 
-    from evomerge.outcomes import paired
-
-    weights = {t.task: t.weight for t in fitness.tasks}
-
-    def beyond_noise(better: str, worse: str) -> tuple[bool, tuple[float, float]]:
-        """Whether `better` scores above `worse` beyond noise, paired over every select document."""
-        outcomes = [{t.task: others[k][t.task][t.metric] for t in fitness.tasks} for k in (better, worse)]
-        whole = paired(*outcomes, weights)[1]
-        return whole.low > 0, (whole.low, whole.high)
-
-    same, regret, worst, interval, clear, costly = 0, [], None, None, 0, 0
+    same, regret, interval, costly = 0, [], None, 0
     for cands in crossovers:
-        ranked = sorted(cands, key=lambda k: -full[k])  # stable: ties keep the first, as the crossover takes
-        by_full, by_est = ranked[0], max(cands, key=lambda k: est[k])
-        clear += len(ranked) > 1 and beyond_noise(ranked[0], ranked[1])[0]
+        by_full = max(cands, key=lambda k: full[k])  # ties: the first, as the crossover takes
+        by_est = max(cands, key=lambda k: est[k])
         same += by_full == by_est
         if by_full != by_est:
             regret.append(full[by_full] - full[by_est])
-            lost, span = beyond_noise(by_full, by_est)
+            lost, span = beyond_noise(fitness, others, by_full, by_est)
             costly += lost
             if regret[-1] == max(regret):
-                worst, interval = (by_full, by_est), span
+                interval = span
     return {"n": n, "seed": seed, "docs": sum(len(a.docs) for a in anchors.values()),
             "all": sum(size.values()), "mae": float(np.abs(err).mean()), "max": float(np.abs(err).max()),
             "rho": float(spearmanr([est[k] for k in names], [full[k] for k in names]).statistic),
             "cover": float(np.mean([abs(est[k] - full[k]) <= 1.96 * se[k] for k in names])),
-            "same": same, "clear": clear, "costly": costly, "crossovers": len(crossovers), "regret": max(regret, default=0.0), "interval": interval,
+            "same": same, "costly": costly, "crossovers": len(crossovers), "regret": max(regret, default=0.0),
+            "interval": interval,
             "models": len(names)}
 
 
@@ -176,18 +188,19 @@ def main() -> None:
             values = [r[key] for r in runs]
             return f"{first[key]:.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
 
+        def count(key: str) -> str:
+            return f"{min(r[key] for r in runs)}–{max(r[key] for r in runs)}"
+
         low, high = first["interval"] or (0.0, 0.0)
         print(f"| {allocation} | {n} | {first['docs']} of {first['all']} | {first['all'] / first['docs']:.1f}x | "
               f"{span('mae')} | {span('max')} | {span('rho', 3)} | {span('cover', 2)} | "
-              f"{first['same']} of {first['crossovers']} "
-              f"({min(r['same'] for r in runs)}–{max(r['same'] for r in runs)}) | "
-              f"{first['costly']} ({min(r['costly'] for r in runs)}–{max(r['costly'] for r in runs)}) | "
+              f"{first['same']} of {first['crossovers']} ({count('same')}) | {first['costly']} ({count('costly')}) | "
               f"{span('regret')} [{low:+.4f}, {high:+.4f}] |")
     print(f"(first value: the run's own draw, seed 0; in brackets: the range over {args.draws} draws, seeds 0 to "
           f"{args.draws - 1}; worst miss: the full score the estimated pick loses to the full pick, at most, with "
           "the first draw's 95% paired interval over every select document)")
     print(f"the full scores themselves pick their child beyond noise (over the runner-up, paired over every select "
-          f"document) in {first['clear']} of {first['crossovers']} crossovers")
+          f"document) in {clear_picks(loaded.pipeline.fitness, others, crossovers)} of {len(crossovers)} crossovers")
     if not args.no_check:
         print(check_outcomes(args.run_dir, loaded, args.n[0]))
 
