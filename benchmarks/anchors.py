@@ -12,9 +12,11 @@ its seeds' per-document select outcomes, with the run's seed (the first draw) an
 so that the table says how much rides on one draw). Printed per n: documents scored per candidate against every
 document, the mean and largest absolute error of the weighted estimate, its rank correlation with the full score
 (Spearman, over every candidate and member), how often the full score lies within the estimate's 95% interval, and
-in how many crossovers the estimates pick the child the full scores picked (and, where not, how much worse on the
-full score the estimated pick is). Goal (issue 29): ≥10x fewer documents, mean absolute error ≤ 0.02, the same
-child in ≥ 8 of 10 crossovers.
+in how many crossovers the estimates pick the child the full scores picked (in all, and in those whose full pick is
+beyond noise over the runner-up; where not, how much worse on the full score the estimated pick is). Then what the
+same documents give without anchors: how often a bootstrap of every select document (a fresh split of the same size)
+picks the full scores' child, the ceiling for any estimate, and the error and picks of n random documents per task.
+Goal (issue 29): ≥10x fewer documents, mean absolute error ≤ 0.02, the same child in ≥ 8 of 10 crossovers.
 """
 from __future__ import annotations
 
@@ -83,14 +85,44 @@ def beyond_noise(fitness, others, better: str, worse: str) -> tuple[bool, tuple[
     return whole.low > 0, (whole.low, whole.high)
 
 
-def clear_picks(fitness, others, crossovers) -> int:
-    """In how many crossovers the full scores pick their child beyond noise over the runner-up."""
+def clear_picks(fitness, others, crossovers) -> set[int]:
+    """The crossovers (their indices) whose full scores pick their child beyond noise over the runner-up."""
     # sorted is stable: ties keep the first, as the crossover takes
     ranked = [sorted(cands, key=lambda k: -full_score(fitness, others[k])) for cands in crossovers]
-    return sum(len(r) > 1 and beyond_noise(fitness, others, r[0], r[1])[0] for r in ranked)
+    return {i for i, r in enumerate(ranked) if len(r) > 1 and beyond_noise(fitness, others, r[0], r[1])[0]}
 
 
-def evaluate(loaded, seeds, others, crossovers, *, n: int, seed: int, allocation: str = "proportional") -> dict:
+def resampled(fitness, others, crossovers, *, n: int | None = None, draws: int = 1000,
+              seed: int = 0) -> tuple[float, float]:
+    """In how many crossovers, on average over `draws` resamples of the select documents, the resampled scores pick
+    the child the full scores pick, and the mean absolute error of the resampled weighted score over every candidate
+    and member. n None: a bootstrap of every document (what a fresh select split of the same size
+    would pick: the ceiling for any estimate); n: n documents per task drawn at random without replacement (anchors
+    without strata)."""
+    rng = np.random.default_rng(seed)
+    weights = np.asarray([t.weight for t in fitness.tasks], dtype=float)
+    # ties: the first, as the crossover takes
+    chosen = [max(range(len(c)), key=lambda i: full_score(fitness, others[c[i]])) for c in crossovers]
+    names = list(others)
+    whole = np.asarray([full_score(fitness, others[k]) for k in names])
+    hits, error = 0, 0.0
+    for _ in range(draws):
+        picks = {}
+        for t in fitness.tasks:
+            size = len(next(iter(others.values()))[t.task][t.metric])
+            picks[t.task] = (rng.integers(0, size, size) if n is None else rng.choice(size, n, replace=False))
+        means = np.asarray([[others[k][t.task][t.metric][picks[t.task]].mean() for t in fitness.tasks]
+                            for k in names]) @ weights / weights.sum()
+        error += float(np.abs(means - whole).mean())
+        for cands, pick in zip(crossovers, chosen):
+            means = np.asarray([[others[k][t.task][t.metric][picks[t.task]].mean() for t in fitness.tasks]
+                                for k in cands]) @ weights
+            hits += int(np.argmax(np.round(means, 12))) == pick
+    return hits / draws, error / draws
+
+
+def evaluate(loaded, seeds, others, crossovers, *, n: int, seed: int, allocation: str = "proportional",
+             clear: frozenset[int] = frozenset()) -> dict:
     from evomerge.fitness.anchors import Anchors, features
 
     fitness = loaded.pipeline.fitness
@@ -113,11 +145,12 @@ def evaluate(loaded, seeds, others, crossovers, *, n: int, seed: int, allocation
     err = np.asarray([est[k] - full[k] for k in names])
     from scipy.stats import spearmanr
 
-    same, regret, interval, costly = 0, [], None, 0
-    for cands in crossovers:
+    same, same_clear, regret, interval, costly = 0, 0, [], None, 0
+    for i, cands in enumerate(crossovers):
         by_full = max(cands, key=lambda k: full[k])  # ties: the first, as the crossover takes
         by_est = max(cands, key=lambda k: est[k])
         same += by_full == by_est
+        same_clear += i in clear and by_full == by_est
         if by_full != by_est:
             regret.append(full[by_full] - full[by_est])
             lost, span = beyond_noise(fitness, others, by_full, by_est)
@@ -128,7 +161,7 @@ def evaluate(loaded, seeds, others, crossovers, *, n: int, seed: int, allocation
             "all": sum(size.values()), "mae": float(np.abs(err).mean()), "max": float(np.abs(err).max()),
             "rho": float(spearmanr([est[k] for k in names], [full[k] for k in names]).statistic),
             "cover": float(np.mean([abs(est[k] - full[k]) <= 1.96 * se[k] for k in names])),
-            "same": same, "costly": costly, "crossovers": len(crossovers), "regret": max(regret, default=0.0),
+            "same": same, "same_clear": same_clear, "costly": costly, "crossovers": len(crossovers), "regret": max(regret, default=0.0),
             "interval": interval,
             "models": len(names)}
 
@@ -177,10 +210,13 @@ def main() -> None:
     print(f"{args.run_dir}: {len(seeds)} seeds; {len(others)} candidates and mutants scored on every select "
           f"document; {len(crossovers)} crossovers")
     print("| allocation | anchors per task | documents per candidate (of all) | fewer | mean abs error | largest | "
-          "Spearman | 95% interval covers | same child | misses beyond noise | worst miss |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|---|---|---:|")
+          "Spearman | 95% interval covers | same child | same child where the full pick is clear | "
+          "misses beyond noise | worst miss |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---|---|---|---:|")
+    fitness = loaded.pipeline.fitness
+    clear = frozenset(clear_picks(fitness, others, crossovers))
     for allocation, n in ((a, n) for a in args.allocation for n in args.n):
-        runs = [evaluate(loaded, seeds, others, crossovers, n=n, seed=s, allocation=allocation)
+        runs = [evaluate(loaded, seeds, others, crossovers, n=n, seed=s, allocation=allocation, clear=clear)
                 for s in range(args.draws)]
         first = runs[0]
 
@@ -189,18 +225,26 @@ def main() -> None:
             return f"{first[key]:.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
 
         def count(key: str) -> str:
-            return f"{min(r[key] for r in runs)}–{max(r[key] for r in runs)}"
+            values = [r[key] for r in runs]
+            return f"{min(values)}–{max(values)}, mean {np.mean(values):.1f}"
 
         low, high = first["interval"] or (0.0, 0.0)
         print(f"| {allocation} | {n} | {first['docs']} of {first['all']} | {first['all'] / first['docs']:.1f}x | "
               f"{span('mae')} | {span('max')} | {span('rho', 3)} | {span('cover', 2)} | "
-              f"{first['same']} of {first['crossovers']} ({count('same')}) | {first['costly']} ({count('costly')}) | "
+              f"{first['same']} of {first['crossovers']} ({count('same')}) | "
+              f"{first['same_clear']} of {len(clear)} ({count('same_clear')}) | {first['costly']} ({count('costly')}) | "
               f"{span('regret')} [{low:+.4f}, {high:+.4f}] |")
     print(f"(first value: the run's own draw, seed 0; in brackets: the range over {args.draws} draws, seeds 0 to "
           f"{args.draws - 1}; worst miss: the full score the estimated pick loses to the full pick, at most, with "
           "the first draw's 95% paired interval over every select document)")
     print(f"the full scores themselves pick their child beyond noise (over the runner-up, paired over every select "
-          f"document) in {clear_picks(loaded.pipeline.fitness, others, crossovers)} of {len(crossovers)} crossovers")
+          f"document) in {len(clear)} of {len(crossovers)} crossovers; a fresh select split of the same size (a "
+          f"bootstrap of its documents) picks the same child in {resampled(fitness, others, crossovers)[0]:.1f} "
+          f"of {len(crossovers)} on average")
+    for n in args.n:
+        same, error = resampled(fitness, others, crossovers, n=n)
+        print(f"{n} documents per task at random (no strata): mean abs error {error:.4f}, the same child in "
+              f"{same:.1f} of {len(crossovers)}, on average")
     if not args.no_check:
         print(check_outcomes(args.run_dir, loaded, args.n[0]))
 
