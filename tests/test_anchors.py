@@ -208,3 +208,36 @@ def test_shared_fitness_weighs_each_anchor_by_the_documents_it_stands_for():
     alone = shared_fitness([1], {1: one})[1]
     assert weights.tolist() == [3.0, 3.5, 3.5]
     assert alone == pytest.approx((3 * 1 + 3.5 * 1) / 10)  # a lone member: the anchors' design-weighted mean
+
+
+def test_the_anchors_benchmark_counts_clear_picks_and_the_ceiling_a_fresh_split_sets():
+    """benchmarks/anchors.py: a crossover whose child wins on 80 more documents is a clear pick that every bootstrap
+    of the documents repeats; one whose two candidates differ on one document each way is not; scoring every document
+    "at random" gives the full scores' picks and no error."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from anchors import clear_picks, resampled
+
+    from evomerge.config import FitnessSpec
+
+    fitness = FitnessSpec.model_validate({"tasks": [{"task": "a"}, {"task": "b", "weight": 3.0}]})
+    rng = np.random.default_rng(0)
+    base = {t: (rng.random(400) < 0.5).astype(float) for t in ("a", "b")}
+
+    def model(task: str | None = None, docs=(), value: float = 1.0) -> dict:
+        out = {t: y.copy() for t, y in base.items()}
+        if task:
+            out[task][list(docs)] = value
+        return {t: {"acc": y} for t, y in out.items()}
+
+    wrong = {t: np.flatnonzero(base[t] == 0) for t in base}
+    right = {t: np.flatnonzero(base[t] == 1) for t in base}
+    others = {"weak": model(), "strong": model("a", wrong["a"][:80]),
+              "one up": model("b", wrong["b"][:2]), "one down": model("b", right["b"][:1], 0.0)}
+    crossovers = [["weak", "strong"], ["one down", "one up"]]
+    assert clear_picks(fitness, others, crossovers) == {0}
+    assert resampled(fitness, others, crossovers[:1], draws=200)[0] == 1.0  # the clear pick survives every bootstrap
+    assert 0.0 < resampled(fitness, others, crossovers[1:], draws=200)[0] < 1.0  # the close one does not
+    same, error = resampled(fitness, others, crossovers, n=400, draws=5)
+    assert same == 2.0 and error == pytest.approx(0.0, abs=1e-12)
