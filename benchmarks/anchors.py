@@ -104,20 +104,17 @@ def resampled(fitness, others, crossovers, *, n: int | None = None, draws: int =
     # ties: the first, as the crossover takes
     chosen = [max(range(len(c)), key=lambda i: full_score(fitness, others[c[i]])) for c in crossovers]
     names = list(others)
+    rows = [[names.index(k) for k in c] for c in crossovers]
     whole = np.asarray([full_score(fitness, others[k]) for k in names])
+    sizes = {t.task: len(others[names[0]][t.task][t.metric]) for t in fitness.tasks}
     hits, error = 0, 0.0
     for _ in range(draws):
-        picks = {}
-        for t in fitness.tasks:
-            size = len(next(iter(others.values()))[t.task][t.metric])
-            picks[t.task] = (rng.integers(0, size, size) if n is None else rng.choice(size, n, replace=False))
+        picks = {t: rng.integers(0, size, size) if n is None else rng.choice(size, n, replace=False)
+                 for t, size in sizes.items()}
         means = np.asarray([[others[k][t.task][t.metric][picks[t.task]].mean() for t in fitness.tasks]
                             for k in names]) @ weights / weights.sum()
         error += float(np.abs(means - whole).mean())
-        for cands, pick in zip(crossovers, chosen):
-            means = np.asarray([[others[k][t.task][t.metric][picks[t.task]].mean() for t in fitness.tasks]
-                                for k in cands]) @ weights
-            hits += int(np.argmax(np.round(means, 12))) == pick
+        hits += sum(int(np.argmax(np.round(means[r], 12))) == pick for r, pick in zip(rows, chosen))
     return hits / draws, error / draws
 
 

@@ -212,7 +212,7 @@ def test_shared_fitness_weighs_each_anchor_by_the_documents_it_stands_for():
 
 def test_the_anchors_benchmark_counts_clear_picks_and_the_ceiling_a_fresh_split_sets():
     """benchmarks/anchors.py: a crossover whose child wins on 80 more documents is a clear pick that every bootstrap
-    of the documents repeats; one whose two candidates differ on one document each way is not; scoring every document
+    of the documents repeats; one whose two candidates differ on three documents is not; scoring every document
     "at random" gives the full scores' picks and no error."""
     import sys
 
